@@ -1,0 +1,53 @@
+# Epsilon Billing. `make demo` runs the offline demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+# The test suite runs twice: on SQLite (the embedded default) and on PostgreSQL.
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+PYTEST_ARGS ?=
+
+.PHONY: install demo emulator emulator-stop migrate admin-user run test test-sqlite test-postgres clean
+
+$(BIN)/.installed: requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --verbosity 0
+
+emulator: install
+	$(BIN)/python scripts/stripe_emulator_daemon.py start
+
+emulator-stop: install
+	$(BIN)/python scripts/stripe_emulator_daemon.py stop
+
+demo: migrate emulator
+	$(BIN)/python manage.py epsilon_setup --demo-customer
+	@echo
+	@echo "Open the admin:"
+	@echo "  1. make admin-user    (creates an admin login, asks for a password)"
+	@echo "  2. make run           (then open http://127.0.0.1:$(PORT)/admin/)"
+	@echo "Look at: Epsilon billing > Meters and Usage reports;"
+	@echo "         Djstripe > Products, Prices, Customers and Subscriptions."
+
+admin-user: migrate
+	$(BIN)/python manage.py createsuperuser
+
+run: migrate emulator
+	$(BIN)/python manage.py runserver $(PORT)
+
+test: test-sqlite test-postgres
+
+test-sqlite: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+clean: emulator-stop
+	rm -rf var

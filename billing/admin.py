@@ -1,0 +1,118 @@
+from django.contrib import admin
+from django.core.exceptions import ObjectDoesNotExist
+from django.utils.html import format_html
+
+from . import stripe_dashboard
+from .models import Meter, UsageReport
+
+
+def stripe_link(stripe_id: str, livemode: bool, label: str | None = None):
+    url = stripe_dashboard.url_for(stripe_id, livemode)
+    if not url:
+        return stripe_id or "-"
+    return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', url, label or stripe_id)
+
+
+@admin.register(Meter)
+class MeterAdmin(admin.ModelAdmin):
+    list_display = ["display_name", "meter_link", "event_name", "source_meter_slug", "window_size", "status", "livemode"]
+    list_filter = ["status", "window_size", "livemode"]
+    search_fields = ["id", "display_name", "event_name", "source_meter_slug"]
+    # Mirrored from Stripe: edit those in Stripe. The usage source and window are ours.
+    readonly_fields = [
+        "id", "meter_link", "livemode", "display_name", "event_name", "status",
+        "aggregation_formula", "customer_payload_key", "value_payload_key", "created", "updated",
+    ]
+    fieldsets = [
+        ("Stripe billing meter", {"fields": [
+            "id", "meter_link", "display_name", "event_name", "status", "livemode",
+            "aggregation_formula", "customer_payload_key", "value_payload_key",
+        ]}),
+        ("Usage source", {"fields": ["source_meter_slug", "window_size"]}),
+        (None, {"fields": ["created", "updated"]}),
+    ]
+
+    def has_add_permission(self, request):
+        return False  # meters are created in Stripe (epsilon_setup) and mirrored
+
+    @admin.display(description="Stripe", ordering="id")
+    def meter_link(self, meter):
+        return stripe_link(meter.id, meter.livemode)
+
+
+@admin.register(UsageReport)
+class UsageReportAdmin(admin.ModelAdmin):
+    """The audit of every usage report: read-only, it is the billing ledger."""
+
+    list_display = [
+        "created", "customer_display", "meter", "period_display", "usage_until", "sequence",
+        "usage_total", "value_sent", "status", "trigger", "attempts",
+    ]
+    list_filter = [
+        "status", "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
+        ("customer", admin.RelatedOnlyFieldListFilter), "period_start", "livemode",
+    ]
+    search_fields = ["customer__id", "customer__email", "subscription__id", "subscription_item__id", "identifier"]
+    date_hierarchy = "period_start"
+    list_per_page = 50
+    fieldsets = [
+        ("Who", {"fields": ["customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode"]}),
+        ("Period (UTC, window-aligned)", {"fields": ["window_size", "period_start", "period_end", "usage_until", "sequence"]}),
+        ("Usage", {"fields": ["source_meter_slug", "usage_total", "value_sent"]}),
+        ("Stripe meter event", {"fields": ["identifier", "event_timestamp", "status", "error", "attempts", "sent_at"]}),
+        ("Audit", {"fields": ["trigger", "created", "updated"]}),
+    ]
+    readonly_fields = [
+        "customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode",
+        "window_size", "period_start", "period_end", "usage_until", "sequence", "source_meter_slug",
+        "usage_total", "value_sent", "identifier", "event_timestamp", "status", "error", "attempts",
+        "sent_at", "trigger", "created", "updated",
+    ]
+
+    def get_queryset(self, request):
+        # prefetch, not select_related: the ledger keeps rows whose customer is no
+        # longer mirrored, and an inner join would hide them.
+        return super().get_queryset(request).select_related("meter").prefetch_related("customer")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Customer", ordering="customer_id")
+    def customer_display(self, report):
+        customer = _mirrored(report, "customer")
+        label = f"{report.customer_id} ({customer.email})" if customer and customer.email else None
+        return stripe_link(report.customer_id, report.livemode, label)
+
+    @admin.display(description="Customer")
+    def customer_link(self, report):
+        return self.customer_display(report)
+
+    @admin.display(description="Subscription")
+    def subscription_link(self, report):
+        return stripe_link(report.subscription_id, report.livemode)
+
+    @admin.display(description="Price")
+    def price_link(self, report):
+        return stripe_link(report.price_id, report.livemode)
+
+    @admin.display(description="Stripe meter")
+    def meter_link(self, report):
+        return stripe_link(report.meter_id, report.livemode, str(report.meter))
+
+    @admin.display(description="Period", ordering="period_start")
+    def period_display(self, report):
+        return f"{report.period_start:%Y-%m-%d %H:%M} → {report.period_end:%Y-%m-%d %H:%M}"
+
+
+def _mirrored(report, field_name):
+    """The mirrored dj-stripe object, or None when the ledger outlives the mirror."""
+    try:
+        return getattr(report, field_name)
+    except ObjectDoesNotExist:
+        return None

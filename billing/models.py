@@ -1,0 +1,218 @@
+"""
+Epsilon's own tables: the Stripe billing meters (dj-stripe has no Meter model)
+and the UsageReport ledger of every usage report sent, or about to be sent, to Stripe.
+"""
+
+from django.db import models
+from django.db.models import F, Q
+
+from . import stripe_dashboard
+
+USAGE_DECIMAL = {"max_digits": 24, "decimal_places": 6}
+
+
+class WindowSize(models.TextChoices):
+    """OpenMeter's window sizes: usage is aggregated and reported per window."""
+
+    MINUTE = "MINUTE", "Minute"
+    HOUR = "HOUR", "Hour"
+    DAY = "DAY", "Day"
+
+
+class Meter(models.Model):
+    """
+    A Stripe billing meter, mirrored, and how Epsilon measures its usage:
+    which usage-source meter feeds it and in which windows.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        INACTIVE = "inactive", "Inactive"
+
+    id = models.CharField("Stripe meter id", max_length=255, primary_key=True)
+    livemode = models.BooleanField(default=False)
+    display_name = models.CharField(max_length=250)
+    event_name = models.CharField(
+        max_length=100, help_text="The meter event name usage is reported under."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    aggregation_formula = models.CharField(max_length=16, default="sum")
+    customer_payload_key = models.CharField(max_length=100, default="stripe_customer_id")
+    value_payload_key = models.CharField(max_length=100, default="value")
+    source_meter_slug = models.SlugField(
+        max_length=100,
+        help_text="The usage source's meter (OpenMeter slug) that measures this usage.",
+    )
+    window_size = models.CharField(
+        max_length=8,
+        choices=WindowSize.choices,
+        default=WindowSize.HOUR,
+        help_text="Billing periods are rounded down to this window before reporting.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["livemode", "event_name"],
+                condition=Q(status="active"),
+                name="billing_meter_one_active_per_event_name",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.display_name} ({self.source_meter_slug})"
+
+    def get_stripe_dashboard_url(self) -> str:
+        return stripe_dashboard.url_for(self.id, self.livemode)
+
+
+class ReportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class ReportTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    ADMIN = "admin", "Admin"
+    COMMAND = "command", "Command"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class UsageReport(models.Model):
+    """
+    One usage report for a subscription item, meter and window-aligned billing period.
+
+    A period may be reported several times as usage accrues: each row sends only the
+    difference between the source's period-to-date total and what earlier rows sent.
+    Rows of one (item, meter, period) are numbered by `sequence`; the database refuses
+    two rows with the same number and more than one row in flight, so two concurrent
+    runs can never both send the same usage.
+    """
+
+    Status = ReportStatus
+    Trigger = ReportTrigger
+
+    # The ledger keeps Stripe ids in its own columns (to_field="id") without database
+    # foreign keys, so it outlives any change to dj-stripe's mirror of those objects.
+    customer = models.ForeignKey(
+        "djstripe.Customer",
+        to_field="id",
+        db_constraint=False,
+        on_delete=models.DO_NOTHING,
+        related_name="usage_reports",
+    )
+    subscription = models.ForeignKey(
+        "djstripe.Subscription",
+        to_field="id",
+        db_constraint=False,
+        on_delete=models.DO_NOTHING,
+        related_name="usage_reports",
+    )
+    subscription_item = models.ForeignKey(
+        "djstripe.SubscriptionItem",
+        to_field="id",
+        db_constraint=False,
+        on_delete=models.DO_NOTHING,
+        related_name="usage_reports",
+    )
+    price = models.ForeignKey(
+        "djstripe.Price",
+        to_field="id",
+        db_constraint=False,
+        on_delete=models.DO_NOTHING,
+        related_name="usage_reports",
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="usage_reports")
+    livemode = models.BooleanField(default=False)
+    # Snapshots of the meter's configuration when the report was made.
+    source_meter_slug = models.SlugField(max_length=100)
+    window_size = models.CharField(max_length=8, choices=WindowSize.choices)
+
+    period_start = models.DateTimeField(
+        help_text="Start of the window-aligned billing period (UTC, inclusive)."
+    )
+    period_end = models.DateTimeField(
+        help_text="End of the window-aligned billing period (UTC, exclusive)."
+    )
+    usage_until = models.DateTimeField(
+        help_text="Usage is counted from period start up to this window boundary "
+        "(exclusive); equals period end once the period has closed."
+    )
+    sequence = models.PositiveIntegerField(
+        help_text="1 for the period's first report, 2 for the next, and so on."
+    )
+    usage_total = models.DecimalField(
+        **USAGE_DECIMAL, help_text="The source's period-to-date usage total."
+    )
+    value_sent = models.DecimalField(
+        **USAGE_DECIMAL,
+        help_text="Sent to Stripe as one meter event: the total minus what earlier "
+        "reports of this period sent (negative for a correction).",
+    )
+    identifier = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="The meter event's identifier: deterministic, so a retry cannot double count.",
+    )
+    event_timestamp = models.DateTimeField(
+        null=True, blank=True, help_text="The meter event's timestamp, inside the period."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    attempts = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["status", "created"]),
+            models.Index(fields=["customer", "period_start"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription_item", "meter", "period_start", "sequence"],
+                name="usage_report_one_row_per_sequence",
+            ),
+            models.UniqueConstraint(
+                fields=["subscription_item", "meter", "period_start"],
+                condition=Q(status=ReportStatus.PENDING),
+                name="usage_report_one_pending_per_period",
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")),
+                name="usage_report_period_not_empty",
+            ),
+            models.CheckConstraint(
+                condition=Q(usage_until__gte=F("period_start"))
+                & Q(usage_until__lte=F("period_end")),
+                name="usage_report_usage_until_within_period",
+            ),
+            models.CheckConstraint(
+                condition=Q(sequence__gte=1), name="usage_report_sequence_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ReportStatus.values),
+                name="usage_report_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ReportStatus.SENT) | Q(sent_at__isnull=False),
+                name="usage_report_sent_has_sent_at",
+            ),
+        ]
+        permissions = [
+            ("report_usage_now", "Can report usage to Stripe now"),
+        ]
+
+    def __str__(self):
+        return f"{self.customer_id} {self.meter_id} {self.period_start:%Y-%m-%d %H:%M} #{self.sequence}"
+
+    def get_stripe_dashboard_url(self) -> str:
+        return stripe_dashboard.url_for(self.customer_id, self.livemode)

@@ -1,0 +1,171 @@
+"""
+Settings for Epsilon Billing.
+
+Everything that differs between a laptop demo and production comes from the
+environment (or a `.env` file beside manage.py). The defaults run the offline
+demo: SQLite in ./var and the local Stripe emulator on 127.0.0.1:12111.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# --- Django -------------------------------------------------------------------
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# The default key is only acceptable for the local demo; production must set one.
+SECRET_KEY = env.str(
+    "DJANGO_SECRET_KEY",
+    default="django-insecure-epsilon-demo-only-do-not-use-in-production",
+)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "djstripe",
+    "django_q",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "epsilon.urls"
+WSGI_APPLICATION = "epsilon.wsgi.application"
+ASGI_APPLICATION = "epsilon.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite is the embedded default; set DATABASE_URL=postgres://... for PostgreSQL.
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'epsilon.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Wait for a concurrent writer instead of failing at once with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+# Billing runs in UTC; the admin shows times in UTC too, so what operators read
+# matches Stripe's period boundaries.
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "billing": {"handlers": ["console"], "level": env.str("BILLING_LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- Stripe -------------------------------------------------------------------
+
+# With no key set, the app talks to the local Stripe emulator with this demo key.
+# Setting STRIPE_SECRET_KEY (sk_test_... or sk_live_...) switches to real Stripe.
+STRIPE_EMULATOR_URL = env.str("STRIPE_EMULATOR_URL", default="http://127.0.0.1:12111")
+STRIPE_EMULATOR_KEY = "sk_test_EpsilonLocalEmulator0000000000"
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default=STRIPE_EMULATOR_KEY)
+_STRIPE_DEFAULT_API_BASE = (
+    STRIPE_EMULATOR_URL
+    if STRIPE_SECRET_KEY == STRIPE_EMULATOR_KEY
+    else "https://api.stripe.com"
+)
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default=_STRIPE_DEFAULT_API_BASE).rstrip("/")
+# Test or live mode follows from the key itself, never from a separate flag.
+STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
+if STRIPE_LIVE_MODE:
+    STRIPE_LIVE_SECRET_KEY = STRIPE_SECRET_KEY
+else:
+    STRIPE_TEST_SECRET_KEY = STRIPE_SECRET_KEY
+# The API version the app and the emulator speak: stripe-python 15.6's own.
+STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-08-26.dahlia")
+# stripe-python retries connection errors, 409s, 429s and 5xx with backoff,
+# reusing the same Idempotency-Key on each retry.
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+if STRIPE_API_BASE != "https://api.stripe.com":
+    # dj-stripe points the stripe module at this host.
+    STRIPE_API_HOST = STRIPE_API_BASE
+
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+
+# --- Epsilon ------------------------------------------------------------------
+
+EPSILON = {
+    # The Stripe billing meter that execution duration is reported to.
+    "METER_EVENT_NAME": env.str("EPSILON_METER_EVENT_NAME", default="epsilon_execution_duration"),
+    "METER_DISPLAY_NAME": "Epsilon execution duration",
+    # The usage source's meter (OpenMeter slug) for that Stripe meter.
+    "SOURCE_METER_SLUG": env.str("EPSILON_SOURCE_METER_SLUG", default="m1"),
+    # Usage is aggregated and reported in windows of this size (MINUTE, HOUR, DAY).
+    "DEFAULT_WINDOW_SIZE": env.str("EPSILON_WINDOW_SIZE", default="HOUR"),
+    "PRODUCT_NAME": "Epsilon",
+    "PRICE_LOOKUP_KEY": env.str("EPSILON_PRICE_LOOKUP_KEY", default="epsilon_execution_monthly"),
+    # $0.10 per unit, in cents as Stripe's unit_amount_decimal (a string, never a float).
+    "PRICE_UNIT_AMOUNT_DECIMAL": "10",
+    "PRICE_CURRENCY": "usd",
+    "DEMO_CUSTOMER_EMAIL": "demo-customer@epsilon.example",
+}
+
+# --- Usage source (OpenMeter) ---------------------------------------------------
+
+OPENMETER_URL = env.str("OPENMETER_URL", default="")
+OPENMETER_TOKEN = env.str("OPENMETER_TOKEN", default="")
+
+# --- Scheduled reporting (django-q2) -----------------------------------------
+
+Q_CLUSTER = {
+    "name": "epsilon",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": 600,
+    "retry": 900,
+    "orm": "default",
+}

@@ -1,0 +1,83 @@
+"""The database itself refuses ledger rows that could send the same usage twice."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing.models import UsageReport
+from tests.factories import PERIOD_START, make_meter, make_report
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def meter():
+    return make_meter()
+
+
+def assert_refused(**fields):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_report(fields.pop("meter"), **fields)
+
+
+def test_the_same_sequence_of_a_period_is_refused(meter):
+    make_report(meter, sequence=1, status="sent", sent_at=timezone.now())
+    assert_refused(meter=meter, sequence=1, identifier="another-identifier")
+
+
+def test_only_one_report_of_a_period_may_be_in_flight(meter):
+    make_report(meter, sequence=1, status="pending")
+    assert_refused(meter=meter, sequence=2, status="pending")
+    # Once the first is settled the period can be reported again.
+    UsageReport.objects.filter(sequence=1).update(status="sent", sent_at=timezone.now())
+    assert make_report(meter, sequence=2, status="pending").pk
+
+
+def test_pending_reports_of_other_periods_or_items_are_independent(meter):
+    make_report(meter, sequence=1)
+    make_report(meter, sequence=1, identifier="other-item", subscription_item_id="si_Other")
+    make_report(
+        meter,
+        sequence=1,
+        identifier="next-period",
+        period_start=PERIOD_START + timedelta(days=30),
+        period_end=PERIOD_START + timedelta(days=60),
+        usage_until=PERIOD_START + timedelta(days=31),
+    )
+    assert UsageReport.objects.filter(status="pending").count() == 3
+
+
+def test_an_identifier_is_never_reused(meter):
+    make_report(meter, sequence=1, identifier="epsilon:si_1:mtr_1:20261101T0000Z:1")
+    assert_refused(
+        meter=meter,
+        sequence=1,
+        subscription_item_id="si_Other",
+        identifier="epsilon:si_1:mtr_1:20261101T0000Z:1",
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"period_end": PERIOD_START},  # empty period
+        {"usage_until": PERIOD_START - timedelta(hours=1)},  # before the period
+        {"usage_until": PERIOD_START + timedelta(days=31)},  # after the period
+        {"sequence": 0},
+        {"status": "lost"},
+        {"status": "sent", "sent_at": None},  # sent without saying when
+    ],
+    ids=["empty-period", "until-before", "until-after", "sequence-0", "unknown-status", "sent-no-time"],
+)
+def test_inconsistent_rows_are_refused(meter, fields):
+    assert_refused(meter=meter, **fields)
+
+
+def test_usage_values_keep_their_decimals(meter):
+    make_report(meter, usage_total=Decimal("12.345678"), value_sent=Decimal("-0.000001"))
+    report = UsageReport.objects.get()
+    assert report.usage_total == Decimal("12.345678")
+    assert report.value_sent == Decimal("-0.000001")
