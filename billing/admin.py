@@ -1,9 +1,14 @@
 from django.contrib import admin
 from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Q
 from django.utils.html import format_html
+
+from djstripe.models import Customer
 
 from . import stripe_dashboard
 from .models import Meter, UsageReport
+
+CUSTOMER_FILTER_CHOICES = 100
 
 
 def stripe_link(stripe_id: str, livemode: bool, label: str | None = None):
@@ -11,6 +16,27 @@ def stripe_link(stripe_id: str, livemode: bool, label: str | None = None):
     if not url:
         return stripe_id or "-"
     return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', url, label or stripe_id)
+
+
+class LedgerCustomerFilter(admin.SimpleListFilter):
+    """Customers that appear in the ledger, mirrored or not, labelled with their email."""
+
+    title = "customer"
+    parameter_name = "customer"
+
+    def lookups(self, request, model_admin):
+        recent_ids = list(
+            UsageReport.objects.values_list("customer_id", flat=True)
+            .order_by("customer_id")
+            .distinct()[:CUSTOMER_FILTER_CHOICES]
+        )
+        emails = dict(Customer.objects.filter(id__in=recent_ids).values_list("id", "email"))
+        return [(cid, f"{emails[cid]} ({cid})" if emails.get(cid) else cid) for cid in recent_ids]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(customer_id=self.value())
+        return queryset
 
 
 @admin.register(Meter)
@@ -50,9 +76,11 @@ class UsageReportAdmin(admin.ModelAdmin):
     ]
     list_filter = [
         "status", "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
-        ("customer", admin.RelatedOnlyFieldListFilter), "period_start", "livemode",
+        LedgerCustomerFilter, "period_start", "livemode",
     ]
-    search_fields = ["customer__id", "customer__email", "subscription__id", "subscription_item__id", "identifier"]
+    # Searched in get_search_results: Stripe ids exactly, emails and identifiers in part.
+    search_fields = ["identifier"]
+    search_help_text = "A Stripe customer, subscription, item or price id; a customer email; an identifier."
     date_hierarchy = "period_start"
     list_per_page = 50
     fieldsets = [
@@ -73,6 +101,23 @@ class UsageReportAdmin(admin.ModelAdmin):
         # prefetch, not select_related: the ledger keeps rows whose customer is no
         # longer mirrored, and an inner join would hide them.
         return super().get_queryset(request).select_related("meter").prefetch_related("customer")
+
+    def get_search_results(self, request, queryset, search_term):
+        # Local columns and a subquery, never a join to the mirror: a join would hide
+        # the rows of customers that are no longer mirrored.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        customers_by_email = Customer.objects.filter(email__icontains=term).values("id")
+        matches = (
+            Q(identifier__icontains=term)
+            | Q(customer_id=term)
+            | Q(subscription_id=term)
+            | Q(subscription_item_id=term)
+            | Q(price_id=term)
+            | Q(customer_id__in=customers_by_email)
+        )
+        return queryset.filter(matches), False
 
     def has_add_permission(self, request):
         return False
