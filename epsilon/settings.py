@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "djstripe",
     "django_q",
+    "embedded_meter",
     "billing",
 ]
 
@@ -155,10 +156,17 @@ EPSILON = {
     "DEMO_CUSTOMER_EMAIL": "demo-customer@epsilon.example",
 }
 
-# --- Usage source (OpenMeter) ---------------------------------------------------
+# --- Usage source ---------------------------------------------------------------
 
+# "embedded": this app's own meter (the default on one machine);
+# "openmeter": an OpenMeter deployment at OPENMETER_URL, for scale.
+USAGE_SOURCE = env.str("USAGE_SOURCE", default="embedded")
 OPENMETER_URL = env.str("OPENMETER_URL", default="")
 OPENMETER_TOKEN = env.str("OPENMETER_TOKEN", default="")
+OPENMETER_TIMEOUT_SECONDS = env.float("OPENMETER_TIMEOUT_SECONDS", default=10.0)
+OPENMETER_MAX_RETRIES = env.int("OPENMETER_MAX_RETRIES", default=3)
+# The embedded meter's ingest endpoint (POST /api/v1/events) takes this Bearer token.
+EMBEDDED_METER_INGEST_TOKEN = env.str("EMBEDDED_METER_INGEST_TOKEN", default="epsilon-demo-ingest-token")
 
 # --- Scheduled reporting (django-q2) -----------------------------------------
 

@@ -1,0 +1,47 @@
+"""
+The interface every usage source implements: the embedded meter and OpenMeter.
+
+The reporting engine asks for many (subject, period) totals of one meter at once, so
+a source can answer them with a constant number of queries (grouped by subject),
+never one request per customer.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+class UsageSourceError(Exception):
+    """The source could not answer; the message is shown to operators as is."""
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """Usage of one subject over [start, end): both UTC and aligned to the meter's window."""
+
+    subject: str
+    start: datetime
+    end: datetime
+
+    def __post_init__(self):
+        if self.start.utcoffset() is None or self.end.utcoffset() is None:
+            raise ValueError("usage periods must be timezone-aware")
+        if self.end < self.start:
+            raise ValueError(f"usage period ends before it starts: {self.start} > {self.end}")
+
+
+class UsageSource(ABC):
+    #: Shown in command output and the audit, e.g. "embedded" or "openmeter".
+    name: str
+
+    @abstractmethod
+    def totals(
+        self, meter_slug: str, window_size: str, requests: Sequence[UsageRequest]
+    ) -> dict[UsageRequest, Decimal]:
+        """
+        The exact total of `meter_slug` for each request, as Decimal (0 when there was
+        no usage). `window_size` is MINUTE, HOUR or DAY; every start and end is aligned
+        to it. Raises UsageSourceError when the source is unreachable or refuses.
+        """
