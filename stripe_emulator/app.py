@@ -1,0 +1,93 @@
+"""The WSGI application: `/v1/...` through the middleware chain, `/_emulator/...`
+to the control API."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Tuple
+
+from werkzeug.wrappers import Request, Response
+
+from . import ids, jsonutil, middleware as mw
+from .context import ApiResponse, Ctx
+from .routing import ROUTES, Router
+from .store import Store
+
+
+def _load_resources() -> None:
+    # Importing the modules registers their routes, renderers and expansions.
+    from .resources import (  # noqa: F401
+        accounts, customers, meter_events, meters, prices, products, subscriptions,
+    )
+
+
+class EmulatorApp:
+    def __init__(self, store: Store, revoked_keys: Iterable[str] = (),
+                 account_id: str = ids.ACCOUNT_ID, verbose: bool = False):
+        _load_resources()
+        from .control import ControlApi
+
+        self.store = store
+        self.account_id = account_id
+        self.revoked_keys = set(revoked_keys)
+        self.verbose = verbose
+        self.router = Router(ROUTES)
+        self.middlewares: List[Tuple[str, mw.Middleware]] = [
+            ("log", mw.log),
+            ("errors", mw.errors_to_json),
+            ("params", mw.parse_params),
+            ("auth", mw.authenticate),
+            ("version", mw.version_and_account),
+            ("idempotency", mw.Idempotency()),
+        ]
+        self.control = ControlApi(self)
+
+    # --- pipeline configuration -------------------------------------------
+
+    def use(self, fn: mw.Middleware, name: Optional[str] = None,
+            before: Optional[str] = None, after: Optional[str] = None) -> None:
+        """Add a middleware: innermost by default, or next to a named one."""
+        name = name or getattr(fn, "__name__", repr(fn))
+        names = [n for n, _ in self.middlewares]
+        if before is not None:
+            idx = names.index(before)
+        elif after is not None:
+            idx = names.index(after) + 1
+        else:
+            idx = len(self.middlewares)
+        self.middlewares.insert(idx, (name, fn))
+
+    def remove(self, name: str) -> None:
+        self.middlewares = [(n, f) for n, f in self.middlewares if n != name]
+
+    # --- request handling ---------------------------------------------------
+
+    def handle_api(self, request: Request) -> Response:
+        ctx = Ctx(self, request, ids.request_id())
+        chain = list(self.middlewares)
+
+        def call(i: int) -> ApiResponse:
+            if i == len(chain):
+                return mw.dispatch(ctx)
+            return chain[i][1](ctx, lambda: call(i + 1))
+
+        return to_response(call(0))
+
+    def wsgi_app(self, environ, start_response):
+        request = Request(environ)
+        if request.path == "/_emulator" or request.path.startswith("/_emulator/"):
+            response = self.control.handle(request)
+        else:
+            response = self.handle_api(request)
+        return response(environ, start_response)
+
+    def __call__(self, environ, start_response):
+        return self.wsgi_app(environ, start_response)
+
+
+def to_response(resp: ApiResponse) -> Response:
+    body = resp.body if isinstance(resp.body, str) else jsonutil.dumps(resp.body)
+    out = Response(body, status=resp.status)
+    out.headers["Content-Type"] = "application/json"
+    for k, v in resp.headers.items():
+        out.headers[k] = v
+    return out

@@ -1,0 +1,177 @@
+"""The control API under /_emulator/: not part of Stripe, no API key needed.
+
+For tests, the demo and cross-process checks:
+
+    GET  /_emulator/health
+    POST /_emulator/reset                     forget all state, real time again
+    GET  /_emulator/time                      {now, frozen, offset, real_now}
+    POST /_emulator/time                      now=TS | advance=SECONDS | freeze=true|false | real=true
+    GET  /_emulator/meter_events              ?customer=&meter=&event_name=&status=&identifier=
+    GET  /_emulator/meter_event_totals        ?meter=&customer=&start=&end=  (exact decimal strings)
+    GET  /_emulator/requests                  ?method=&path=&path_prefix=
+    GET  /_emulator/requests/<request id>
+    GET  /_emulator/objects                   ?type=   (raw stored documents)
+    GET  /_emulator/objects/<id>
+
+Params come from the query string, a form body or a JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from . import aggregation, forms, jsonutil
+from .context import DEFAULT_API_VERSION
+from .store import format_decimal
+
+VERSION = "1"
+
+
+class ControlError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class ControlApi:
+    def __init__(self, app):
+        self.app = app
+        self.store = app.store
+        self.map = Map([
+            Rule("/_emulator/health", methods=["GET"], endpoint="health"),
+            Rule("/_emulator/reset", methods=["POST"], endpoint="reset"),
+            Rule("/_emulator/time", methods=["GET"], endpoint="get_time"),
+            Rule("/_emulator/time", methods=["POST"], endpoint="set_time"),
+            Rule("/_emulator/meter_events", methods=["GET"], endpoint="meter_events"),
+            Rule("/_emulator/meter_event_totals", methods=["GET"], endpoint="totals"),
+            Rule("/_emulator/requests", methods=["GET"], endpoint="requests"),
+            Rule("/_emulator/requests/<req_id>", methods=["GET"], endpoint="request"),
+            Rule("/_emulator/objects", methods=["GET"], endpoint="objects"),
+            Rule("/_emulator/objects/<obj_id>", methods=["GET"], endpoint="object"),
+        ])
+
+    def handle(self, request: Request) -> Response:
+        adapter = self.map.bind("localhost", path_info=request.path)
+        try:
+            endpoint, args = adapter.match(request.path, method=request.method)
+            params = _params(request)
+            body = getattr(self, "do_" + endpoint)(params, **args)
+            status = 200
+        except (NotFound, MethodNotAllowed):
+            body, status = {"error": {"message": f"Unknown control endpoint "
+                                                 f"({request.method}: {request.path})."}}, 404
+        except ControlError as e:
+            body, status = {"error": {"message": e.message}}, e.status
+        return Response(jsonutil.dumps(body), status=status, mimetype="application/json")
+
+    # --- endpoints ---------------------------------------------------------
+
+    def do_health(self, params):
+        return {"status": "ok", "emulator": "stripe_emulator", "control_api_version": VERSION,
+                "api_version": DEFAULT_API_VERSION, "account": self.app.account_id,
+                "now": self.store.now(), "persistent": bool(self.store.db_path),
+                "objects": self.store.count()}
+
+    def do_reset(self, params):
+        self.store.reset()
+        return {"reset": True, "now": self.store.now()}
+
+    def do_get_time(self, params):
+        return self.store.clock.describe()
+
+    def do_set_time(self, params):
+        if _flag(params, "real"):
+            self.store.reset_time()
+        if "now" in params:
+            freeze = _flag(params, "freeze") if "freeze" in params else None
+            self.store.set_time(_int(params, "now"), freeze=freeze)
+        elif "freeze" in params:
+            if _flag(params, "freeze"):
+                self.store.freeze_time()
+            else:
+                self.store.unfreeze_time()
+        if "advance" in params:
+            self.store.advance_time(_int(params, "advance"))
+        return self.store.clock.describe()
+
+    def do_meter_events(self, params):
+        events = self.store.meter_events(
+            meter=params.get("meter"), customer=params.get("customer"),
+            event_name=params.get("event_name"), status=params.get("status"),
+            identifier=params.get("identifier"),
+            start=_int(params, "start") if "start" in params else None,
+            end=_int(params, "end") if "end" in params else None)
+        return {"object": "list", "data": events, "count": len(events)}
+
+    def do_totals(self, params):
+        start = _int(params, "start") if "start" in params else None
+        end = _int(params, "end") if "end" in params else None
+        meter_id, customer = params.get("meter"), params.get("customer")
+        out = self.store.meter_event_totals(meter=meter_id, customer=customer, start=start,
+                                            end=end)
+        if meter_id:
+            meter = self.store.get(meter_id, "billing.meter")
+            if meter is None:
+                raise ControlError(f"No such meter: {meter_id}", 404)
+            # What an event summary over this range would say (formula-aware).
+            out["formula"] = meter["default_aggregation"]["formula"]
+            out["aggregated_value"] = format_decimal(aggregation.for_meter(
+                self.store, meter, customer, start if start is not None else -2**62,
+                end if end is not None else 2**62))
+        return out
+
+    def do_requests(self, params):
+        data = self.store.requests(method=params.get("method"), path=params.get("path"),
+                                   path_prefix=params.get("path_prefix"))
+        return {"object": "list", "data": data, "count": len(data)}
+
+    def do_request(self, params, req_id):
+        entry = self.store.request(req_id)
+        if entry is None:
+            raise ControlError(f"No request {req_id} in the emulator's request log.", 404)
+        return entry
+
+    def do_objects(self, params):
+        if not params.get("type"):
+            raise ControlError("Pass type=, e.g. type=customer or type=billing.meter.")
+        data = self.store.all(params["type"])
+        return {"object": "list", "data": data, "count": len(data)}
+
+    def do_object(self, params, obj_id):
+        obj = self.store.get(obj_id)
+        if obj is None:
+            raise ControlError(f"No object {obj_id}.", 404)
+        return obj
+
+
+def _params(request: Request) -> dict:
+    params = forms.decode(request.query_string.decode("utf-8", "replace"))
+    raw = request.get_data(as_text=True)
+    if raw:
+        if (request.mimetype or "") == "application/json":
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise ControlError("Invalid JSON body.")
+            if not isinstance(body, dict):
+                raise ControlError("The JSON body must be an object.")
+            params.update({k: v if not isinstance(v, bool) else str(v).lower()
+                           for k, v in body.items()})
+        else:
+            params.update(forms.decode(raw))
+    return params
+
+
+def _int(params: dict, name: str) -> int:
+    try:
+        return int(params[name])
+    except (TypeError, ValueError):
+        raise ControlError(f"{name} must be an integer, got {params[name]!r}.")
+
+
+def _flag(params: dict, name: str) -> bool:
+    return str(params.get(name, "")).lower() in ("1", "true", "yes")

@@ -1,0 +1,1 @@
+"""One module per Stripe resource; importing a module registers its routes."""

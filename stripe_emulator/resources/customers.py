@@ -1,0 +1,134 @@
+"""Customers: /v1/customers (create, retrieve, update, delete, list, search).
+
+Deleting a customer leaves a tombstone: retrieving it answers
+`{"id", "object": "customer", "deleted": true}` as Stripe does, and its
+subscriptions are canceled.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from .. import expand, fixtures, ids, search
+from ..errors import InvalidRequest
+from ..listing import list_object, paginate, range_filter, search_page
+from ..routing import LIST_PARAMS, route
+from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
+
+CREATE_PARAMS = ("address", "balance", "business_name", "cash_balance", "description", "email",
+                 "individual_name", "invoice_prefix", "invoice_settings", "metadata", "name",
+                 "next_invoice_sequence", "payment_method", "phone", "preferred_locales",
+                 "shipping", "source", "tax", "tax_exempt", "tax_id_data", "test_clock",
+                 "validate")
+UPDATE_PARAMS = tuple(p for p in CREATE_PARAMS
+                      if p not in ("payment_method", "tax_id_data", "test_clock")) + (
+    "default_source",)
+SEARCH_FIELDS = {"created": search.NUMBER, "email": search.STRING, "metadata": search.STRING,
+                 "name": search.STRING, "phone": search.STRING}
+
+ADDRESS_KEYS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+expand.expandable("customer", "default_source")
+expand.expandable("customer", "test_clock")
+expand.expandable("customer", "invoice_settings.default_payment_method")
+expand.expandable("customer", "sources", lambda ctx, c: list_object(
+    f"/v1/customers/{c['id']}/sources", []))
+expand.expandable("customer", "tax_ids", lambda ctx, c: list_object(
+    f"/v1/customers/{c['id']}/tax_ids", []))
+expand.expandable("customer", "subscriptions", lambda ctx, c: list_object(
+    f"/v1/customers/{c['id']}/subscriptions",
+    [respond(ctx, s) for s in ctx.store.all(
+        "subscription", ctx.livemode,
+        where=lambda s: s["customer"] == c["id"] and s["status"] != "canceled")]))
+
+
+def _apply(ctx, customer: dict) -> None:
+    set_strings(ctx, customer, ("description", "email", "name", "phone"), max_length=512)
+    if ctx.has("address"):
+        addr = ctx.dict("address")
+        customer["address"] = ({k: addr.get(k) or None for k in ADDRESS_KEYS}
+                               if addr else None)
+    if ctx.has("balance"):
+        customer["balance"] = ctx.int("balance", default=0)
+    if ctx.has("invoice_prefix"):
+        prefix = ctx.str("invoice_prefix")
+        if prefix is not None and not (3 <= len(prefix) <= 12 and prefix.isalnum()):
+            raise InvalidRequest("Invoice prefix must be 3-12 uppercase letters or numbers.",
+                                 param="invoice_prefix")
+        customer["invoice_prefix"] = prefix.upper() if prefix else customer["invoice_prefix"]
+    if ctx.has("next_invoice_sequence"):
+        customer["next_invoice_sequence"] = ctx.int("next_invoice_sequence", min=1)
+    if ctx.has("preferred_locales"):
+        customer["preferred_locales"] = [str(x) for x in ctx.list("preferred_locales")]
+    if ctx.has("tax_exempt"):
+        customer["tax_exempt"] = ctx.str("tax_exempt", default="none",
+                                         choices=("exempt", "none", "reverse"))
+    if ctx.has("invoice_settings"):
+        settings = ctx.dict("invoice_settings") or {}
+        merged = dict(customer["invoice_settings"])
+        for key in ("default_payment_method", "footer"):
+            if key in settings:
+                merged[key] = settings[key] or None
+        customer["invoice_settings"] = merged
+    customer["metadata"] = update_metadata(ctx, customer.get("metadata"))
+
+
+@route("/v1/customers", ["POST"], CREATE_PARAMS)
+def create(ctx):
+    customer = base_fields(ctx, fixtures.template("customer"), ids.new_id("cus"))
+    customer["invoice_prefix"] = secrets.token_hex(4).upper()
+    _apply(ctx, customer)
+    ctx.store.insert(customer)
+    return respond(ctx, customer)
+
+
+@route("/v1/customers/<obj_id>", ["GET"])
+def retrieve(ctx, obj_id):
+    return respond(ctx, fetch(ctx, obj_id, "customer", "customer", allow_deleted=True))
+
+
+@route("/v1/customers/<obj_id>", ["POST"], UPDATE_PARAMS)
+def update(ctx, obj_id):
+    customer = fetch(ctx, obj_id, "customer", "customer")
+    _apply(ctx, customer)
+    ctx.store.save(customer)
+    return respond(ctx, customer)
+
+
+@route("/v1/customers/<obj_id>", ["DELETE"])
+def delete(ctx, obj_id):
+    from .subscriptions import cancel_subscription
+
+    fetch(ctx, obj_id, "customer", "customer")
+    for sub in ctx.store.all("subscription", ctx.livemode,
+                             where=lambda s: s["customer"] == obj_id
+                             and s["status"] not in ("canceled", "incomplete_expired")):
+        cancel_subscription(ctx, sub, reason="cancellation_requested")
+    tomb = deleted(obj_id, "customer")
+    tomb["livemode"] = ctx.livemode  # kept for mode checks; stripped from the response
+    ctx.store.save(tomb)
+    return deleted(obj_id, "customer")
+
+
+@route("/v1/customers", ["GET"], LIST_PARAMS + ("created", "email", "test_clock"))
+def list_customers(ctx):
+    email = ctx.str("email", max_length=512)
+    test_clock = ctx.str("test_clock")
+    created = range_filter(ctx, "created")
+
+    def keep(c):
+        return (not c.get("deleted")
+                and (email is None or c.get("email") == email)  # case-sensitive, like Stripe
+                and (test_clock is None or c.get("test_clock") == test_clock)
+                and (created is None or created(c["created"])))
+
+    items = ctx.store.all("customer", ctx.livemode, where=keep)
+    return paginate(ctx, items, "/v1/customers", "customer", render=lambda o: respond(ctx, o))
+
+
+@route("/v1/customers/search", ["GET"], ("limit", "page", "query"))
+def search_customers(ctx):
+    test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
+    items = ctx.store.all("customer", ctx.livemode,
+                          where=lambda c: not c.get("deleted") and test(c))
+    return search_page(ctx, items, "/v1/customers/search", render=lambda o: respond(ctx, o))

@@ -1,0 +1,73 @@
+"""EmulatorServer: the app on a threaded werkzeug server, in a background thread."""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Optional
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .app import EmulatorApp
+from .store import Store
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # The request log (/_emulator/requests) replaces werkzeug's access log.
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+class EmulatorServer:
+    """A local Stripe emulator.
+
+        with EmulatorServer() as server:          # port 0: any free port
+            client = stripe.StripeClient(key, base_addresses={"api": server.url})
+
+    `db_path` persists state in a SQLite file; without it, state is in memory.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, db_path: Optional[str] = None,
+                 revoked_keys: Iterable[str] = (), verbose: bool = False,
+                 store: Optional[Store] = None):
+        self.host = host
+        self.store = store or Store(db_path)
+        self.app = EmulatorApp(self.store, revoked_keys=revoked_keys, verbose=verbose)
+        self._server = make_server(host, port, self.app, threaded=True,
+                                   request_handler=_QuietHandler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_port
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> "EmulatorServer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever,
+                                            name="stripe-emulator", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the CLI); Ctrl-C stops it."""
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
+            self.store.close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._server.server_close()
+        self.store.close()
+
+    def __enter__(self) -> "EmulatorServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

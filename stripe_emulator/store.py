@@ -1,0 +1,394 @@
+"""State: a SQLite database (a file with `db_path`, else in memory).
+
+Objects are JSON documents keyed by id, with their type, mode and creation
+order (`seq`, which is also list order). Meter events live in their own
+indexed table because there can be ~10^5 of them and they are aggregated, not
+fetched one by one. Idempotency results and the clock state live here too, so
+a restarted emulator answers retries and keeps its (shifted) time.
+
+Concurrency: one connection guarded by one re-entrant lock. The pipeline runs
+each handler inside `transaction()`, so every request's reads and writes are
+atomic with respect to other requests (the meter-event identifier check
+cannot race). Slow things (latency injection, network I/O) stay outside it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import sqlite3
+import threading
+from decimal import Decimal
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+
+from .clock import Clock
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    type     TEXT NOT NULL,
+    livemode INTEGER NOT NULL,
+    created  INTEGER NOT NULL,
+    data     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_by_type ON objects(type, livemode, seq);
+
+CREATE TABLE IF NOT EXISTS meter_events (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    livemode      INTEGER NOT NULL,
+    identifier    TEXT NOT NULL,
+    event_name    TEXT NOT NULL,
+    meter         TEXT,
+    customer      TEXT,
+    value         TEXT,
+    timestamp     INTEGER NOT NULL,
+    created       INTEGER NOT NULL,
+    payload       TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    error_code    TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS meter_events_identifier ON meter_events(livemode, identifier, created);
+CREATE INDEX IF NOT EXISTS meter_events_aggregation ON meter_events(meter, customer, timestamp);
+CREATE INDEX IF NOT EXISTS meter_events_name ON meter_events(event_name, seq);
+
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    headers     TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# Meter event statuses. `error` mirrors Stripe's asynchronous validation
+# (accepted with 200, reported later); `canceled` is a meter event adjustment.
+ACCEPTED, ERROR, CANCELED = "accepted", "error", "canceled"
+
+EVENT_COLUMNS = (
+    "seq, livemode, identifier, event_name, meter, customer, value, timestamp, "
+    "created, payload, status, error_code, error_message"
+)
+
+
+class Store:
+    def __init__(self, db_path: Optional[str] = None, clock: Optional[Clock] = None,
+                 request_log_size: int = 10000):
+        self.db_path = db_path
+        self.clock = clock or Clock()
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = sqlite3.connect(
+            db_path or ":memory:", check_same_thread=False, isolation_level=None
+        )
+        self._conn.row_factory = sqlite3.Row
+        if db_path:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._requests: collections.deque = collections.deque(maxlen=request_log_size)
+        self._requests_lock = threading.Lock()
+        state = self._meta_get("clock")
+        if state:
+            self.clock.load_state(json.loads(state))
+
+    # --- plumbing --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """Atomic and exclusive; nests (inner blocks join the outer one)."""
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("COMMIT")
+
+    def _exec(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, tuple(args))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _meta_get(self, key: str) -> Optional[str]:
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    def _meta_set(self, key: str, value: str) -> None:
+        self._exec(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def reset(self) -> None:
+        """Forget everything: objects, events, idempotency results, request log, time."""
+        with self.transaction():
+            for table in ("objects", "meter_events", "idempotency", "meta"):
+                self._conn.execute(f"DELETE FROM {table}")
+        self.clock.reset()
+        with self._requests_lock:
+            self._requests.clear()
+
+    # --- time ------------------------------------------------------------
+
+    def now(self) -> int:
+        return self.clock.now()
+
+    def _save_clock(self) -> None:
+        with self.transaction():
+            self._meta_set("clock", json.dumps(self.clock.state()))
+
+    def set_time(self, ts: int, freeze: Optional[bool] = None) -> int:
+        ts = self.clock.set(ts, freeze=freeze)
+        self._save_clock()
+        return ts
+
+    def freeze_time(self, ts: Optional[int] = None) -> int:
+        ts = self.clock.freeze(ts)
+        self._save_clock()
+        return ts
+
+    def unfreeze_time(self) -> int:
+        ts = self.clock.unfreeze()
+        self._save_clock()
+        return ts
+
+    def advance_time(self, seconds: int) -> int:
+        ts = self.clock.advance(seconds)
+        self._save_clock()
+        return ts
+
+    def reset_time(self) -> int:
+        self.clock.reset()
+        self._save_clock()
+        return self.now()
+
+    # --- objects ---------------------------------------------------------
+
+    def insert(self, obj: dict, type: Optional[str] = None) -> dict:
+        self._exec(
+            "INSERT INTO objects(id, type, livemode, created, data) VALUES (?, ?, ?, ?, ?)",
+            (obj["id"], type or obj["object"], int(bool(obj.get("livemode"))),
+             int(obj.get("created") or self.now()), json.dumps(obj)),
+        )
+        return obj
+
+    def save(self, obj: dict) -> dict:
+        self._exec("UPDATE objects SET data = ? WHERE id = ?", (json.dumps(obj), obj["id"]))
+        return obj
+
+    def delete(self, obj_id: str) -> None:
+        self._exec("DELETE FROM objects WHERE id = ?", (obj_id,))
+
+    def get(self, obj_id: str, type: Optional[str] = None) -> Optional[dict]:
+        if type:
+            row = self._exec("SELECT data FROM objects WHERE id = ? AND type = ?", (obj_id, type)).fetchone()
+        else:
+            row = self._exec("SELECT data FROM objects WHERE id = ?", (obj_id,)).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def all(self, type: str, livemode: Optional[bool] = None,
+            where: Optional[Callable[[dict], bool]] = None) -> List[dict]:
+        """Objects of a type, newest first (Stripe's list order)."""
+        if livemode is None:
+            rows = self._exec("SELECT data FROM objects WHERE type = ? ORDER BY seq DESC", (type,))
+        else:
+            rows = self._exec(
+                "SELECT data FROM objects WHERE type = ? AND livemode = ? ORDER BY seq DESC",
+                (type, int(livemode)),
+            )
+        out = [json.loads(r["data"]) for r in rows]
+        return [o for o in out if where(o)] if where else out
+
+    def count(self, type: Optional[str] = None) -> int:
+        if type:
+            return self._exec("SELECT COUNT(*) FROM objects WHERE type = ?", (type,)).fetchone()[0]
+        return self._exec("SELECT COUNT(*) FROM objects").fetchone()[0]
+
+    # --- meter events ----------------------------------------------------
+
+    def add_meter_event(self, *, livemode: bool, identifier: str, event_name: str,
+                        meter: Optional[str], customer: Optional[str], value: Optional[str],
+                        timestamp: int, created: int, payload: dict, status: str = ACCEPTED,
+                        error_code: Optional[str] = None,
+                        error_message: Optional[str] = None) -> int:
+        cur = self._exec(
+            "INSERT INTO meter_events(livemode, identifier, event_name, meter, customer, value,"
+            " timestamp, created, payload, status, error_code, error_message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (int(livemode), identifier, event_name, meter, customer, value, timestamp,
+             created, json.dumps(payload), status, error_code, error_message),
+        )
+        return cur.lastrowid
+
+    def recent_meter_event(self, livemode: bool, identifier: str, since: int) -> Optional[dict]:
+        """The event with this identifier created at or after `since`, if any."""
+        row = self._exec(
+            f"SELECT {EVENT_COLUMNS} FROM meter_events"
+            " WHERE livemode = ? AND identifier = ? AND created >= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (int(livemode), identifier, since),
+        ).fetchone()
+        return _event_row(row) if row else None
+
+    def set_meter_event_status(self, seq: int, status: str) -> None:
+        self._exec("UPDATE meter_events SET status = ? WHERE seq = ?", (status, seq))
+
+    def meter_events(self, *, meter: Optional[str] = None, customer: Optional[str] = None,
+                     event_name: Optional[str] = None, status: Optional[str] = None,
+                     start: Optional[int] = None, end: Optional[int] = None,
+                     livemode: Optional[bool] = None, identifier: Optional[str] = None,
+                     limit: Optional[int] = None) -> List[dict]:
+        """Stored meter events in arrival order; `start <= timestamp < end`."""
+        clauses, args = [], []
+        for col, val in (("meter", meter), ("customer", customer), ("event_name", event_name),
+                         ("status", status), ("identifier", identifier)):
+            if val is not None:
+                clauses.append(f"{col} = ?")
+                args.append(val)
+        if livemode is not None:
+            clauses.append("livemode = ?")
+            args.append(int(livemode))
+        if start is not None:
+            clauses.append("timestamp >= ?")
+            args.append(int(start))
+        if end is not None:
+            clauses.append("timestamp < ?")
+            args.append(int(end))
+        sql = f"SELECT {EVENT_COLUMNS} FROM meter_events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_event_row(r) for r in self._exec(sql, args)]
+
+    def aggregation_rows(self, meter: str, customer: Optional[str], start: int,
+                         end: int) -> List[Tuple[int, int, Optional[str], str]]:
+        """(seq, timestamp, value, customer) of the accepted events a summary counts."""
+        sql = ("SELECT seq, timestamp, value, customer FROM meter_events"
+               " WHERE meter = ? AND status = ? AND timestamp >= ? AND timestamp < ?")
+        args: list = [meter, ACCEPTED, int(start), int(end)]
+        if customer is not None:
+            sql += " AND customer = ?"
+            args.append(customer)
+        return [tuple(r) for r in self._exec(sql + " ORDER BY timestamp, seq", args)]
+
+    def meter_event_totals(self, meter: Optional[str] = None, customer: Optional[str] = None,
+                           start: Optional[int] = None, end: Optional[int] = None) -> dict:
+        """Exact sums of accepted event values (decimal strings), overall and per customer."""
+        events = self.meter_events(meter=meter, customer=customer, start=start, end=end,
+                                   status=ACCEPTED)
+        total = Decimal(0)
+        by_customer: dict = {}
+        for e in events:
+            v = Decimal(e["value"]) if e["value"] is not None else Decimal(0)
+            total += v
+            c = by_customer.setdefault(e["customer"], [Decimal(0), 0])
+            c[0] += v
+            c[1] += 1
+        return {
+            "meter": meter, "customer": customer, "start": start, "end": end,
+            "total": format_decimal(total), "count": len(events),
+            "by_customer": {k: {"total": format_decimal(v[0]), "count": v[1]}
+                            for k, v in by_customer.items()},
+        }
+
+    # --- idempotency -----------------------------------------------------
+
+    def idempotent_result(self, scope: str, key: str, since: int) -> Optional[dict]:
+        row = self._exec(
+            "SELECT fingerprint, request_id, status, body, headers, created FROM idempotency"
+            " WHERE scope = ? AND key = ? AND created >= ?",
+            (scope, key, since),
+        ).fetchone()
+        if not row:
+            return None
+        return {"fingerprint": row["fingerprint"], "request_id": row["request_id"],
+                "status": row["status"], "body": row["body"],
+                "headers": json.loads(row["headers"]), "created": row["created"]}
+
+    def save_idempotent_result(self, scope: str, key: str, fingerprint: str, request_id: str,
+                               status: int, body: str, headers: dict) -> None:
+        with self.transaction():
+            self._exec(
+                "INSERT OR REPLACE INTO idempotency(scope, key, fingerprint, request_id, status,"
+                " body, headers, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (scope, key, fingerprint, request_id, status, body, json.dumps(headers),
+                 self.now()),
+            )
+
+    # --- request log (memory only: it is a debugging aid, not state) -------
+
+    def log_request(self, entry: dict) -> None:
+        with self._requests_lock:
+            self._requests.append(entry)
+
+    def requests(self, method: Optional[str] = None, path: Optional[str] = None,
+                 path_prefix: Optional[str] = None) -> List[dict]:
+        with self._requests_lock:
+            out = list(self._requests)
+        if method:
+            out = [r for r in out if r["method"] == method.upper()]
+        if path:
+            out = [r for r in out if r["path"] == path]
+        if path_prefix:
+            out = [r for r in out if r["path"].startswith(path_prefix)]
+        return out
+
+    def request(self, request_id: str) -> Optional[dict]:
+        with self._requests_lock:
+            for r in self._requests:
+                if r["id"] == request_id:
+                    return r
+        return None
+
+
+def _event_row(row: sqlite3.Row) -> dict:
+    return {
+        "seq": row["seq"],
+        "livemode": bool(row["livemode"]),
+        "identifier": row["identifier"],
+        "event_name": row["event_name"],
+        "meter": row["meter"],
+        "customer": row["customer"],
+        "value": row["value"],
+        "timestamp": row["timestamp"],
+        "created": row["created"],
+        "payload": json.loads(row["payload"]),
+        "status": row["status"],
+        "error_code": row["error_code"],
+        "error_message": row["error_message"],
+    }
+
+
+def format_decimal(d: Decimal) -> str:
+    """Plain notation, no exponent, no trailing zeros: Decimal('25.500') -> '25.5'."""
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
