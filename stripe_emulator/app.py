@@ -31,7 +31,15 @@ class EmulatorApp:
         self.revoked_keys = set(revoked_keys)
         self.verbose = verbose
         self.router = Router(ROUTES)
-        self.middlewares: List[Tuple[str, mw.Middleware]] = [
+        self.middlewares: List[Tuple[str, mw.Middleware]] = []
+        self.reset_pipeline()
+        self.control = ControlApi(self)
+
+    # --- pipeline configuration -------------------------------------------
+
+    def reset_pipeline(self) -> None:
+        """Back to the default chain (drops middlewares added with `use`)."""
+        self.middlewares = [
             ("log", mw.log),
             ("errors", mw.errors_to_json),
             ("params", mw.parse_params),
@@ -39,9 +47,6 @@ class EmulatorApp:
             ("version", mw.version_and_account),
             ("idempotency", mw.Idempotency()),
         ]
-        self.control = ControlApi(self)
-
-    # --- pipeline configuration -------------------------------------------
 
     def use(self, fn: mw.Middleware, name: Optional[str] = None,
             before: Optional[str] = None, after: Optional[str] = None) -> None:

@@ -1,0 +1,86 @@
+"""pytest fixtures for the local Stripe emulator (no Django involved).
+
+Enable with `pytest_plugins = ["stripe_emulator.pytest_plugin"]` in a root
+conftest.py. Fixtures:
+
+* `stripe_emulator_server` (session): one in-memory emulator per test process
+  on a free port, so pytest-xdist workers each get their own.
+* `stripe_emulator` (function): the same server, reset (empty state, real
+  time) before the test; returns a `StripeEmulator` handle.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+
+from .server import EmulatorServer
+from .store import Store
+
+TEST_API_KEY = "sk_test_EmulatorTestKey0000000000000000"
+LIVE_API_KEY = "sk_live_EmulatorLiveKey0000000000000000"
+
+
+class StripeEmulator:
+    """What a test needs: where the emulator is, a key, and its state."""
+
+    api_key = TEST_API_KEY
+    live_api_key = LIVE_API_KEY
+
+    def __init__(self, server: EmulatorServer):
+        self.server = server
+        self.url = server.url
+        self.store: Store = server.store
+        self.app = server.app
+
+    # --- time ---
+    def now(self) -> int:
+        return self.store.now()
+
+    def set_time(self, ts: int, freeze: Optional[bool] = None) -> int:
+        return self.store.set_time(ts, freeze=freeze)
+
+    def freeze_time(self, ts: Optional[int] = None) -> int:
+        return self.store.freeze_time(ts)
+
+    def advance_time(self, seconds: int) -> int:
+        return self.store.advance_time(seconds)
+
+    # --- state ---
+    def reset(self) -> None:
+        self.store.reset()
+
+    def meter_events(self, **filters):
+        return self.store.meter_events(**filters)
+
+    def meter_event_totals(self, meter=None, customer=None, start=None, end=None) -> dict:
+        return self.store.meter_event_totals(meter=meter, customer=customer, start=start, end=end)
+
+    def requests(self, method=None, path=None, path_prefix=None):
+        return self.store.requests(method=method, path=path, path_prefix=path_prefix)
+
+    def client(self, api_key: Optional[str] = None, **kwargs):
+        """A stripe-python StripeClient aimed at the emulator (imports stripe lazily)."""
+        import stripe
+
+        kwargs.setdefault("http_client", stripe.HTTPXClient(allow_sync_methods=True))
+        return stripe.StripeClient(api_key or self.api_key,
+                                   base_addresses={"api": self.url}, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def stripe_emulator_server():
+    server = EmulatorServer(port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stripe_emulator(stripe_emulator_server) -> StripeEmulator:
+    stripe_emulator_server.store.reset()
+    stripe_emulator_server.app.revoked_keys.clear()
+    stripe_emulator_server.app.reset_pipeline()
+    return StripeEmulator(stripe_emulator_server)
