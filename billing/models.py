@@ -147,12 +147,16 @@ class UsageReport(models.Model):
         help_text="1 for the period's first report, 2 for the next, and so on."
     )
     usage_total = models.DecimalField(
-        **USAGE_DECIMAL, help_text="The source's period-to-date usage total."
+        **USAGE_DECIMAL,
+        null=True,
+        blank=True,
+        help_text="The source's period-to-date usage total (empty when the source "
+        "could not say).",
     )
     value_sent = models.DecimalField(
         **USAGE_DECIMAL,
-        help_text="Sent to Stripe as one meter event: the total minus what earlier "
-        "reports of this period sent (negative for a correction).",
+        help_text="Sent to Stripe as one meter event: the total in whole units minus "
+        "what earlier reports of this period sent (negative for a correction).",
     )
     identifier = models.CharField(
         max_length=100,

@@ -76,8 +76,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Wait for a concurrent writer instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # Take the write lock when a transaction begins and wait for a concurrent writer,
+    # instead of failing with "database is locked" when two runs report at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -154,6 +157,13 @@ EPSILON = {
     "PRICE_UNIT_AMOUNT_DECIMAL": "10",
     "PRICE_CURRENCY": "usd",
     "DEMO_CUSTOMER_EMAIL": "demo-customer@epsilon.example",
+    # The usage subject of a Stripe customer: the value of this metadata key, or,
+    # when empty (the default, as in OpenMeter's Stripe example), the customer id.
+    "SUBJECT_METADATA_KEY": env.str("EPSILON_SUBJECT_METADATA_KEY", default=""),
+    # A pending report not touched for this long belongs to a run that died (or
+    # hung) between writing the ledger and hearing back from Stripe; the next run
+    # resends it with the same identifier, which Stripe deduplicates.
+    "PENDING_LEASE_SECONDS": env.int("EPSILON_PENDING_LEASE_SECONDS", default=300),
 }
 
 # --- Usage source ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`epsilon_setup` against the local Stripe emulator: creates each object once, finds it after."""
 
 import re
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -76,7 +77,7 @@ def test_the_price_is_monthly_metered_at_ten_cents_on_the_meter(stripe_emulated)
     price = stripe_api.get_client().v1.prices.retrieve(lines["price"])
 
     assert price.currency == "usd"
-    assert price.unit_amount_decimal == "10"  # cents: $0.10 per unit
+    assert price.unit_amount_decimal == Decimal("10")  # cents: $0.10 per unit
     assert price.recurring.interval == "month"
     assert price.recurring.usage_type == "metered"
     assert price.recurring.meter == lines["meter"]
@@ -100,7 +101,7 @@ def test_the_objects_are_mirrored_into_the_database(stripe_emulated):
     subscription = djstripe_models.Subscription.objects.get()
     assert subscription.id == ids["subscription"] and subscription.customer_id == ids["customer"]
     item = djstripe_models.SubscriptionItem.objects.get()
-    assert item.subscription_id == ids["subscription"] and item.price_id == ids["price"]
+    assert item.subscription_id == ids["subscription"] and item.price.id == ids["price"]
 
 
 def test_a_rerun_keeps_the_operators_meter_configuration(stripe_emulated):

@@ -8,6 +8,7 @@ read-after-write consistent: a rerun never creates a duplicate.
 """
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -119,7 +120,10 @@ def _check_price_fits(price, meter) -> None:
     expected = {
         "active": (price.active, True),
         "currency": (price.currency, config["PRICE_CURRENCY"]),
-        "unit_amount_decimal": (str(price.unit_amount_decimal), config["PRICE_UNIT_AMOUNT_DECIMAL"]),
+        "unit_amount_decimal": (
+            Decimal(str(price.unit_amount_decimal)),
+            Decimal(config["PRICE_UNIT_AMOUNT_DECIMAL"]),
+        ),
         "recurring.interval": (recurring.get("interval"), "month"),
         "recurring.usage_type": (recurring.get("usage_type"), "metered"),
         "recurring.meter": (recurring.get("meter"), meter.id),

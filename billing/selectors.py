@@ -1,0 +1,164 @@
+"""
+Read-only queries: what there is to report, and what the ledger says was reported.
+"""
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import F, Max, Sum
+from djstripe.models import SubscriptionItem
+
+from .models import Meter, UsageReport
+from .services.periods import AlignedPeriod
+
+# Subscriptions whose usage is billed: Stripe keeps invoicing these.
+REPORTABLE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due")
+
+
+class SubjectMappingError(Exception):
+    """A customer has no usage subject under the configured metadata key."""
+
+
+@dataclass(frozen=True)
+class ReportTarget:
+    """One metered subscription item in one billing period: a unit of reporting."""
+
+    customer_id: str
+    subscription_id: str
+    subscription_item_id: str
+    price_id: str
+    meter: Meter
+    livemode: bool
+    subject: str | None
+    subject_error: str | None
+    period: AlignedPeriod
+
+
+def subject_for(customer_id: str, metadata: dict | None) -> str:
+    """The usage-source subject of a Stripe customer: its id, or a metadata value."""
+    key = settings.EPSILON["SUBJECT_METADATA_KEY"]
+    if not key:
+        return customer_id
+    subject = (metadata or {}).get(key)
+    if not subject:
+        raise SubjectMappingError(
+            f"customer {customer_id} has no usage subject: its metadata has no {key!r} "
+            "(set it in Stripe, or unset EPSILON_SUBJECT_METADATA_KEY to use customer ids)"
+        )
+    return subject
+
+
+def metered_subscription_items(*, customer_id=None, subscription_id=None):
+    """Items of billable subscriptions on a metered price whose meter Epsilon knows."""
+    meters = Meter.objects.filter(status=Meter.Status.ACTIVE, livemode=settings.STRIPE_LIVE_MODE)
+    items = (
+        SubscriptionItem.objects.filter(
+            livemode=settings.STRIPE_LIVE_MODE,
+            subscription__stripe_data__status__in=REPORTABLE_SUBSCRIPTION_STATUSES,
+            price__stripe_data__recurring__usage_type="metered",
+            price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
+        )
+        .select_related("subscription__customer", "price")
+        .order_by("subscription__customer__id", "id")
+    )
+    if customer_id:
+        items = items.filter(subscription__customer__id=customer_id)
+    if subscription_id:
+        items = items.filter(subscription__id=subscription_id)
+    return items
+
+
+def current_targets(*, customer_id=None, subscription_id=None) -> list[ReportTarget]:
+    """Each metered item in its current billing period, as mirrored from Stripe."""
+    meters = {m.id: m for m in Meter.objects.all()}
+    targets = []
+    for item in metered_subscription_items(customer_id=customer_id, subscription_id=subscription_id):
+        meter = meters[item.price.stripe_data["recurring"]["meter"]]
+        period = AlignedPeriod.of(
+            _from_timestamp(item.stripe_data["current_period_start"]),
+            _from_timestamp(item.stripe_data["current_period_end"]),
+            meter.window_size,
+        )
+        targets.append(_target(item, meter, period))
+    return targets
+
+
+def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
+    customer = item.subscription.customer
+    try:
+        subject, subject_error = subject_for(customer.id, customer.stripe_data.get("metadata")), None
+    except SubjectMappingError as exc:
+        subject, subject_error = None, str(exc)
+    return ReportTarget(
+        customer_id=customer.id,
+        subscription_id=item.subscription.id,
+        subscription_item_id=item.id,
+        price_id=item.price.id,
+        meter=meter,
+        livemode=item.livemode,
+        subject=subject,
+        subject_error=subject_error,
+        period=period,
+    )
+
+
+def unfinished_past_targets(current: list[ReportTarget]) -> list[ReportTarget]:
+    """
+    Earlier periods of the same items that the ledger has reported only part of:
+    their tail (from the last report up to the period's aligned end) is still owed.
+    This is how usage up to a period's end reaches Stripe after the period rolled over.
+    """
+    by_item = {t.subscription_item_id: t for t in current}
+    unfinished = (
+        UsageReport.objects.filter(subscription_item_id__in=by_item)
+        .exclude(status=UsageReport.Status.PENDING)
+        .values("subscription_item_id", "meter_id", "period_start", "period_end", "window_size")
+        .annotate(reported_until=Max("usage_until"))
+        .filter(reported_until__lt=F("period_end"))
+    )
+    targets = []
+    for row in unfinished:
+        current_target = by_item[row["subscription_item_id"]]
+        if row["period_end"] > current_target.period.start or row["meter_id"] != current_target.meter.id:
+            continue  # not a closed period of this item's current meter
+        # The ledger keeps aligned bounds only; the tail's timestamp (end - 1s) is
+        # inside Stripe's own period whatever its unaligned bounds were.
+        period = AlignedPeriod.of(row["period_start"], row["period_end"], row["window_size"])
+        targets.append(replace(current_target, period=period))
+    return targets
+
+
+def target_of_report(report: UsageReport) -> ReportTarget:
+    """The target a ledger row was written for (to print or resend it)."""
+    return ReportTarget(
+        customer_id=report.customer_id,
+        subscription_id=report.subscription_id,
+        subscription_item_id=report.subscription_item_id,
+        price_id=report.price_id,
+        meter=report.meter,
+        livemode=report.livemode,
+        subject=None,
+        subject_error=None,
+        period=AlignedPeriod.of(report.period_start, report.period_end, report.window_size),
+    )
+
+
+def sent_total(target: ReportTarget) -> Decimal:
+    """What the ledger says has reached Stripe for this item, meter and period."""
+    return ledger_rows(target).filter(status=UsageReport.Status.SENT).aggregate(
+        total=Sum("value_sent")
+    )["total"] or Decimal(0)
+
+
+def ledger_rows(target: ReportTarget):
+    return UsageReport.objects.filter(
+        subscription_item_id=target.subscription_item_id,
+        meter=target.meter,
+        period_start=target.period.start,
+    )
+
+
+def _from_timestamp(value: int) -> datetime:
+    return datetime.fromtimestamp(int(value), tz=UTC)

@@ -1,0 +1,414 @@
+"""
+Report metered usage to Stripe exactly once.
+
+Stripe no longer has `action=set`, so the guarantee is ours. For each metered
+subscription item and window-aligned billing period, a run:
+
+1. reads the period-to-date total from the usage source (one batched query per meter);
+2. in one transaction, compares it with what the ledger says was sent and writes a
+   `pending` UsageReport for the difference, numbered by `sequence` (the database
+   refuses a second row with that number, or a second row in flight);
+3. sends the difference as one meter event whose `identifier` (and Idempotency-Key)
+   is derived from the row, so a retry within Stripe's 24-hour dedupe window cannot
+   count twice;
+4. marks the row `sent`, or `failed` when Stripe refused it for certain.
+
+A run that dies between 2 and 4 leaves a `pending` row; the next run resends that very
+event (same identifier) instead of computing a new one. Outcomes that are not certain
+(timeouts, 5xx, 429 after retries) also stay `pending` and are resent the same way.
+"""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from hashlib import sha256
+
+import stripe
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import selectors, stripe_api
+from ..models import UsageReport
+from ..selectors import ReportTarget
+from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
+from . import stripe_sync
+from .periods import timestamp_rejection
+
+logger = logging.getLogger(__name__)
+
+Status = UsageReport.Status
+# Outcomes that leave no row of their own.
+DRY_RUN = "dry-run"
+IN_FLIGHT = "in-flight"
+STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
+# Resend a pending event only well inside Stripe's dedupe window.
+SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
+IDENTIFIER_MAX_LENGTH = 100
+UNCERTAIN_STRIPE_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+
+
+@dataclass
+class ReportOutcome:
+    """What one run did for one item and period; printed one line each."""
+
+    target: ReportTarget
+    usage_until: datetime
+    usage_total: Decimal | None
+    value: Decimal
+    status: str
+    error: str = ""
+    report: UsageReport | None = None
+
+    def line(self) -> str:
+        total = "unknown" if self.usage_total is None else f"{self.usage_total:.6f}"
+        text = (
+            f"stripe_customer: {self.target.customer_id}, stripe_price: {self.target.price_id}, "
+            f"meter: {self.target.meter.source_meter_slug}, total_usage: {total}, "
+            f"from: {_go_time(self.target.period.start)}, to: {_go_time(self.usage_until)}, "
+            f"value: {self.value:+}, status: {self.status}"
+        )
+        return f"{text}, error: {self.error}" if self.error else text
+
+
+@dataclass
+class RunResult:
+    outcomes: list[ReportOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def failed(self) -> list[ReportOutcome]:
+        """Refused by Stripe or the source, or sent with an outcome still unknown."""
+        return [o for o in self.outcomes if o.status in (Status.FAILED, Status.PENDING)]
+
+    def summary(self) -> str:
+        counts = defaultdict(int)
+        for outcome in self.outcomes:
+            counts[outcome.status] += 1
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to report"
+        units = sum((o.value for o in self.outcomes if o.status == Status.SENT), Decimal(0))
+        return f"{len(self.outcomes)} report(s): {parts}; {units:+} unit(s) sent to Stripe."
+
+
+def report_usage(
+    *,
+    trigger: str,
+    as_of: datetime | None = None,
+    customer_id: str | None = None,
+    subscription_id: str | None = None,
+    dry_run: bool = False,
+    source=None,
+    client=None,
+) -> RunResult:
+    """Report every metered subscription item (or one customer's, or one subscription's)."""
+    as_of = as_of or timezone.now()
+    source = source or get_usage_source()
+    client = client or (None if dry_run else stripe_api.get_client())
+    result = RunResult()
+    if not dry_run:
+        result.outcomes += resend_orphaned_reports(client, customer_id=customer_id, subscription_id=subscription_id)
+
+    targets = selectors.current_targets(customer_id=customer_id, subscription_id=subscription_id)
+    if not dry_run:
+        targets += _roll_ended_periods(client, targets, as_of)
+    targets = _unique(targets + selectors.unfinished_past_targets(targets))
+
+    totals, source_errors = _fetch_totals(source, targets, as_of)
+    for target in targets:
+        usage_until = target.period.usage_until(as_of)
+        if usage_until <= target.period.start:
+            continue  # no whole window of this period has passed yet
+        error = target.subject_error or source_errors.get(target.meter.id)
+        total = None if error else totals.get(_request_for(target, usage_until))
+        outcome = report_target(
+            target, usage_until, total, error=error, trigger=trigger, client=client, dry_run=dry_run
+        )
+        result.outcomes.append(outcome)
+    return result
+
+
+def report_target(target, usage_until, total, *, error, trigger, client, dry_run=False) -> ReportOutcome:
+    """Record and send what one item owes for one period up to `usage_until`."""
+    if not error:
+        error = _invalid_total(total)
+    if error:
+        return _record_without_sending(target, usage_until, total, Status.FAILED, error, trigger, dry_run)
+
+    reportable = total.to_integral_value(rounding=ROUND_DOWN)  # Stripe takes whole units
+    if dry_run:
+        value = reportable - selectors.sent_total(target)
+        return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
+    try:
+        report = _claim(target, usage_until, total, reportable, trigger)
+    except IntegrityError:  # a concurrent run wrote this period's next row first
+        report = None
+    if report is None:
+        return ReportOutcome(
+            target, usage_until, total, Decimal(0), IN_FLIGHT,
+            "another report of this period is in flight; it will be settled first",
+        )
+    if report.status == Status.PENDING:
+        send_report(report, client)
+    return ReportOutcome(target, usage_until, total, report.value_sent, report.status, report.error, report)
+
+
+def _claim(target, usage_until, total, reportable, trigger):
+    """
+    Write the period's next ledger row in one transaction: a pending row to send, a
+    skipped row when nothing is new, or None when a report of this period is pending.
+    """
+    with transaction.atomic():
+        rows = list(selectors.ledger_rows(target).select_for_update().order_by("sequence"))
+        if any(row.status == Status.PENDING for row in rows):
+            return None
+        sent = sum((row.value_sent for row in rows if row.status == Status.SENT), Decimal(0))
+        value = reportable - sent
+        last = rows[-1] if rows else None
+        if value == 0:
+            return _skip(target, usage_until, total, last, trigger)
+        timestamp = target.period.event_timestamp(usage_until)
+        rejection = timestamp_rejection(timestamp, timezone.now())
+        status = Status.FAILED if rejection else Status.PENDING
+        report = _new_row(target, usage_until, total, value, status, trigger, next_sequence=_next(last))
+        report.event_timestamp = timestamp
+        report.error = rejection or ""
+        report.save()
+        return report
+
+
+def _skip(target, usage_until, total, last, trigger) -> UsageReport:
+    """Nothing new: say so once, and keep that one row up to date on later runs."""
+    if last and last.status == Status.SKIPPED:
+        last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
+        last.save(update_fields=["usage_until", "usage_total", "trigger", "updated"])
+        return last
+    report = _new_row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, _next(last))
+    report.save()
+    return report
+
+
+def _record_without_sending(target, usage_until, total, status, error, trigger, dry_run) -> ReportOutcome:
+    """A report that cannot be made (no subject, source down, bad total): leave a row."""
+    if dry_run:
+        return ReportOutcome(target, usage_until, total, Decimal(0), status, error)
+    with transaction.atomic():
+        last = selectors.ledger_rows(target).select_for_update().order_by("sequence").last()
+        if last and last.status == status and last.error == error:
+            last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
+            last.attempts += 1
+            last.save(update_fields=["usage_until", "usage_total", "trigger", "attempts", "updated"])
+            report = last
+        else:
+            report = _new_row(target, usage_until, total, Decimal(0), status, trigger, _next(last))
+            report.error, report.attempts = error, 1
+            report.save()
+    return ReportOutcome(target, usage_until, total, Decimal(0), status, error, report)
+
+
+def _new_row(target, usage_until, total, value, status, trigger, next_sequence) -> UsageReport:
+    return UsageReport(
+        customer_id=target.customer_id,
+        subscription_id=target.subscription_id,
+        subscription_item_id=target.subscription_item_id,
+        price_id=target.price_id,
+        meter=target.meter,
+        livemode=target.livemode,
+        source_meter_slug=target.meter.source_meter_slug,
+        window_size=target.period.window_size,
+        period_start=target.period.start,
+        period_end=target.period.end,
+        usage_until=usage_until,
+        sequence=next_sequence,
+        usage_total=total,
+        value_sent=value,
+        identifier=meter_event_identifier(target, next_sequence),
+        status=status,
+        trigger=trigger,
+    )
+
+
+def _next(last: UsageReport | None) -> int:
+    return last.sequence + 1 if last else 1
+
+
+def meter_event_identifier(target: ReportTarget, sequence: int) -> str:
+    """Deterministic per (item, meter, period, sequence); at most Stripe's 100 characters."""
+    readable = (
+        f"{target.subscription_item_id}:{target.meter.id}:"
+        f"{target.period.start:%Y%m%dT%H%MZ}:{sequence}"
+    )
+    if len(readable) <= IDENTIFIER_MAX_LENGTH:
+        return readable
+    digest = sha256(readable.encode()).hexdigest()[:40]
+    return f"eps:{digest}:{sequence}"
+
+
+def send_report(report: UsageReport, client) -> None:
+    """Send a pending row's meter event and record what Stripe said."""
+    meter = report.meter
+    UsageReport.objects.filter(pk=report.pk).update(attempts=F("attempts") + 1, updated=timezone.now())
+    report.attempts += 1
+    try:
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": meter.event_name,
+                "payload": {
+                    meter.customer_payload_key: report.customer_id,
+                    meter.value_payload_key: str(int(report.value_sent)),
+                },
+                "identifier": report.identifier,
+                "timestamp": int(report.event_timestamp.timestamp()),
+            },
+            {"idempotency_key": f"epsilon-meter-event:{report.identifier}"},
+        )
+    except UNCERTAIN_STRIPE_ERRORS as exc:
+        # Stripe may or may not have recorded it: keep it pending, resend it as is.
+        _settle(report, Status.PENDING, f"outcome unknown, will resend: {_describe(exc)}")
+    except stripe.InvalidRequestError as exc:
+        if _is_duplicate_identifier(exc):
+            _settle(report, Status.SENT, "")
+        else:
+            _settle(report, Status.FAILED, _describe(exc))
+    except stripe.StripeError as exc:  # authentication, permission, idempotency mismatch
+        _settle(report, Status.FAILED, _describe(exc))
+    else:
+        _settle(report, Status.SENT, "")
+
+
+def _settle(report: UsageReport, status: str, error: str) -> None:
+    now = timezone.now()
+    fields = {"status": status, "error": error, "updated": now}
+    if status == Status.SENT:
+        fields["sent_at"] = now
+    # Only a pending row settles: a concurrent resend may have settled it already.
+    UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(**fields)
+    report.refresh_from_db()
+    logger.info("usage report %s: %s %s", report.identifier, report.status, report.error)
+
+
+def resend_orphaned_reports(client, *, customer_id=None, subscription_id=None) -> list[ReportOutcome]:
+    """
+    Pending rows whose run died (or whose outcome was uncertain) are sent again with
+    the same identifier, which Stripe deduplicates within 24 hours. Each is claimed by
+    a conditional update, so concurrent runs never resend the same row together.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    orphans = UsageReport.objects.filter(status=Status.PENDING, updated__lt=now - lease)
+    if customer_id:
+        orphans = orphans.filter(customer_id=customer_id)
+    if subscription_id:
+        orphans = orphans.filter(subscription_id=subscription_id)
+    outcomes = []
+    for report in orphans.select_related("meter"):
+        claimed = UsageReport.objects.filter(
+            pk=report.pk, status=Status.PENDING, updated=report.updated
+        ).update(updated=now)
+        if not claimed:
+            continue
+        if now - report.created > SAFE_RESEND_AGE:
+            _settle_uncertain_beyond_dedupe(report)
+        else:
+            send_report(report, client)
+        outcomes.append(_outcome_of(report))
+    return outcomes
+
+
+def _settle_uncertain_beyond_dedupe(report: UsageReport) -> None:
+    # Resending now could count twice and dropping it could lose usage: keep it
+    # pending, blocking its period, until someone checks Stripe's meter summaries.
+    message = (
+        "outcome unknown and older than Stripe's 24-hour dedupe window: not resent. "
+        "Check the customer's meter event summary in Stripe, then mark this row sent or failed."
+    )
+    UsageReport.objects.filter(pk=report.pk).update(error=message)
+    report.error = message
+
+
+def _outcome_of(report: UsageReport) -> ReportOutcome:
+    target = selectors.target_of_report(report)
+    return ReportOutcome(
+        target, report.usage_until, report.usage_total, report.value_sent, report.status, report.error, report
+    )
+
+
+def _roll_ended_periods(client, targets, as_of) -> list[ReportTarget]:
+    """
+    An item whose mirrored period has ended is reported up to that period's end (it is
+    in `targets` already) and its subscription is refreshed from Stripe, so its new
+    period is reported too even if the webhook saying so has not arrived.
+    """
+    ended = {t.subscription_id for t in targets if t.period.billing_end <= as_of}
+    rolled = []
+    for subscription_id in sorted(ended):
+        try:
+            stripe_sync.sync_subscription(client.v1.subscriptions.retrieve(subscription_id))
+        except stripe.StripeError as exc:
+            logger.warning("could not refresh subscription %s: %s", subscription_id, exc)
+            continue
+        rolled += [
+            t for t in selectors.current_targets(subscription_id=subscription_id)
+            if t.period.billing_end > as_of
+        ]
+    return rolled
+
+
+def _unique(targets: list[ReportTarget]) -> list[ReportTarget]:
+    seen, unique = set(), []
+    for target in targets:
+        key = (target.subscription_item_id, target.meter.id, target.period.start)
+        if key not in seen:
+            seen.add(key)
+            unique.append(target)
+    return unique
+
+
+def _request_for(target: ReportTarget, usage_until: datetime) -> UsageRequest:
+    return UsageRequest(subject=target.subject, start=target.period.start, end=usage_until)
+
+
+def _fetch_totals(source, targets, as_of):
+    """One batched source query per meter; a failing meter fails only its own items."""
+    by_meter = defaultdict(list)
+    for target in targets:
+        usage_until = target.period.usage_until(as_of)
+        if target.subject and usage_until > target.period.start:
+            by_meter[target.meter].append(_request_for(target, usage_until))
+    totals, errors = {}, {}
+    for meter, requests in by_meter.items():
+        try:
+            totals.update(source.totals(meter.source_meter_slug, meter.window_size, list(set(requests))))
+        except UsageSourceError as exc:
+            errors[meter.id] = f"usage source {source.name}: {exc}"
+    return totals, errors
+
+
+def _invalid_total(total) -> str | None:
+    if total is None:
+        return "the usage source returned no total"
+    if not isinstance(total, Decimal) or not total.is_finite():
+        return f"the usage source returned {total!r}, not a number"
+    if total < 0:
+        return f"the usage source returned a negative total ({total})"
+    return None
+
+
+def _is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
+    # Stripe already holds an event with this identifier: ours, from an earlier attempt.
+    message = (exc.user_message or "").lower()
+    return exc.param == "identifier" and "already" in message
+
+
+def _describe(exc: stripe.StripeError) -> str:
+    status = f"HTTP {exc.http_status}: " if exc.http_status else ""
+    return f"Stripe {type(exc).__name__} ({status}{exc.user_message or exc})"
+
+
+def _go_time(moment: datetime) -> str:
+    """The original example's time format (Go's default), in UTC."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
