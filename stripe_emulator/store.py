@@ -245,13 +245,13 @@ class Store:
         )
         return cur.lastrowid
 
-    def recent_meter_event(self, livemode: bool, identifier: str, since: int) -> Optional[dict]:
-        """The event with this identifier created at or after `since`, if any."""
+    def recent_meter_event(self, livemode: bool, identifier: str, after: int) -> Optional[dict]:
+        """The latest event with this identifier created after `after`, if any."""
         row = self._exec(
             f"SELECT {EVENT_COLUMNS} FROM meter_events"
-            " WHERE livemode = ? AND identifier = ? AND created >= ?"
+            " WHERE livemode = ? AND identifier = ? AND created > ?"
             " ORDER BY seq DESC LIMIT 1",
-            (int(livemode), identifier, since),
+            (int(livemode), identifier, after),
         ).fetchone()
         return _event_row(row) if row else None
 
@@ -320,11 +320,12 @@ class Store:
 
     # --- idempotency -----------------------------------------------------
 
-    def idempotent_result(self, scope: str, key: str, since: int) -> Optional[dict]:
+    def idempotent_result(self, scope: str, key: str, after: int) -> Optional[dict]:
+        """The stored result for this key if it was saved after `after`."""
         row = self._exec(
             "SELECT fingerprint, request_id, status, body, headers, created FROM idempotency"
-            " WHERE scope = ? AND key = ? AND created >= ?",
-            (scope, key, since),
+            " WHERE scope = ? AND key = ? AND created > ?",
+            (scope, key, after),
         ).fetchone()
         if not row:
             return None
