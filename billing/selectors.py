@@ -54,8 +54,8 @@ def metered_subscription_items(*, customer_id=None, subscription_id=None):
     """Items of billable subscriptions on a metered price whose meter Epsilon knows."""
     meters = Meter.objects.filter(status=Meter.Status.ACTIVE, livemode=settings.STRIPE_LIVE_MODE)
     items = (
+        # By the meter's mode: dj-stripe leaves livemode empty on nested items.
         SubscriptionItem.objects.filter(
-            livemode=settings.STRIPE_LIVE_MODE,
             subscription__stripe_data__status__in=REPORTABLE_SUBSCRIPTION_STATUSES,
             price__stripe_data__recurring__usage_type="metered",
             price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
@@ -97,7 +97,7 @@ def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
         subscription_item_id=item.id,
         price_id=item.price.id,
         meter=meter,
-        livemode=item.livemode,
+        livemode=meter.livemode,
         subject=subject,
         subject_error=subject_error,
         period=period,

@@ -136,8 +136,8 @@ def report_target(target, usage_until, total, *, error, trigger, client, dry_run
     """Record and send what one item owes for one period up to `usage_until`."""
     if not error:
         error = _invalid_total(total)
-    if error:
-        return _record_without_sending(target, usage_until, total, Status.FAILED, error, trigger, dry_run)
+    if error:  # the total is unknown or unusable; the error says which
+        return _record_without_sending(target, usage_until, None, Status.FAILED, error, trigger, dry_run)
 
     reportable = total.to_integral_value(rounding=ROUND_DOWN)  # Stripe takes whole units
     if dry_run:

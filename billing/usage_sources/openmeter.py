@@ -336,7 +336,9 @@ def _parse_row(meter_slug: str, row: dict[str, Any]) -> MeterQueryRow:
     if not isinstance(value, Decimal):
         raise TypeError(f"value {value!r} of subject {subject!r} is not a number")
     if not value.is_finite():
-        raise UsageSourceError(f'OpenMeter returned {value} as the usage of subject "{subject}" on meter "{meter_slug}".')
+        raise UsageSourceError(
+            f'OpenMeter returned {value} as the usage of subject "{subject}" on meter "{meter_slug}".'
+        )
     return MeterQueryRow(subject, _parse_time(row["windowStart"]), _parse_time(row["windowEnd"]), value)
 
 

@@ -1,0 +1,55 @@
+from datetime import UTC
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_datetime
+
+from ...models import UsageReport
+from ...services import usage_reporting
+from ..stripe_errors import stripe_errors_as_command_errors
+
+
+def as_of_time(value: str):
+    moment = parse_datetime(value)
+    if moment is None:
+        raise CommandError(f"--until {value!r} is not a date and time, e.g. 2026-11-07T13:00:00Z")
+    # A time without an offset is taken as UTC, the zone billing runs in.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Report usage of every active metered subscription item to Stripe, for its "
+        "window-aligned billing period up to now; exactly once, whatever runs before or alongside."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--customer", help="Only this Stripe customer (cus_...).")
+        parser.add_argument("--subscription", help="Only this Stripe subscription (sub_...).")
+        parser.add_argument(
+            "--dry-run", action="store_true",
+            help="Compute and print what would be reported; write and send nothing.",
+        )
+        parser.add_argument(
+            "--until", type=str,
+            help="Report as of this time instead of now (ISO 8601, UTC if no offset), for back-fills.",
+        )
+
+    def handle(self, *args, customer, subscription, dry_run, until, verbosity, **options):
+        with stripe_errors_as_command_errors():
+            result = usage_reporting.report_usage(
+                trigger=UsageReport.Trigger.COMMAND,
+                as_of=as_of_time(until) if until else None,
+                customer_id=customer,
+                subscription_id=subscription,
+                dry_run=dry_run,
+            )
+        for outcome in result.outcomes:
+            if verbosity >= 1 or outcome.status != UsageReport.Status.SKIPPED:
+                self.stdout.write(outcome.line())
+        prefix = "Dry run, nothing written or sent: " if dry_run else ""
+        self.stdout.write(prefix + result.summary())
+        if result.failed:
+            raise CommandError(
+                f"{len(result.failed)} report(s) did not reach Stripe; see the lines above "
+                "and the Usage reports audit in the admin."
+            )

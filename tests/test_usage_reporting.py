@@ -1,0 +1,326 @@
+"""
+The reporting engine against the local Stripe emulator: what Stripe ends up holding
+for each customer and period equals the source's usage for the aligned period, exactly,
+however many times and however interrupted the reporting runs.
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from djstripe.models import SubscriptionItem
+
+from billing import stripe_api
+from billing.models import UsageReport
+from billing.services import stripe_setup, usage_reporting
+from billing.services.periods import AlignedPeriod
+from tests.usage_doubles import RecordedUsage
+
+pytestmark = pytest.mark.django_db
+HOUR = timedelta(hours=1)
+
+
+class Billing:
+    """The demo customer on the metered price, a usage source, and ways to look at Stripe."""
+
+    def __init__(self, emulator, source):
+        self.emulator = emulator
+        self.source = source
+        item = SubscriptionItem.objects.select_related("subscription__customer").get()
+        self.item_id = item.id
+        self.customer_id = item.subscription.customer.id
+        self.period = AlignedPeriod.of(
+            datetime.fromtimestamp(item.stripe_data["current_period_start"], UTC),
+            datetime.fromtimestamp(item.stripe_data["current_period_end"], UTC),
+            "HOUR",
+        )
+
+    def run(self, as_of, **options):
+        options.setdefault("trigger", UsageReport.Trigger.COMMAND)
+        return usage_reporting.report_usage(as_of=as_of, source=self.source, **options)
+
+    def stripe_total(self, customer_id=None, start=None, end=None) -> Decimal:
+        totals = self.emulator.meter_event_totals(
+            customer=customer_id or self.customer_id,
+            start=int(start.timestamp()) if start else None,
+            end=int(end.timestamp()) if end else None,
+        )
+        return Decimal(totals["total"])
+
+    def stripe_events(self):
+        return self.emulator.meter_events(customer=self.customer_id)
+
+
+def subscribe(emulator, days_ago: int) -> Billing:
+    """The demo customer subscribed `days_ago` days ago at 13:45 UTC."""
+    real_now = int(time.time())
+    start = datetime.fromtimestamp(real_now, UTC).replace(hour=13, minute=45, second=0, microsecond=0)
+    start -= timedelta(days=days_ago)
+    emulator.set_time(int(start.timestamp()), freeze=True)
+    stripe_setup.ensure_epsilon_objects(demo_customer=True)
+    emulator.set_time(real_now, freeze=False)
+    return Billing(emulator, RecordedUsage())
+
+
+@pytest.fixture
+def billing(stripe_emulated):
+    return subscribe(stripe_emulated, days_ago=10)
+
+
+@pytest.fixture
+def ended_billing(stripe_emulated):
+    """A subscription whose first monthly period ended a day or two ago."""
+    billing = subscribe(stripe_emulated, days_ago=33)
+    assert billing.period.billing_end < datetime.now(UTC)
+    return billing
+
+
+def test_usage_is_reported_up_to_the_last_whole_window(billing):
+    start = billing.period.billing_start  # 13:45, ten days ago
+    billing.source.add(billing.customer_id, start + timedelta(minutes=5), 7)  # 13:50: in window 13:00-14:00
+    billing.source.add(billing.customer_id, start + timedelta(hours=2), 5)  # 15:45
+    billing.source.add(billing.customer_id, start + timedelta(hours=2, minutes=20), 100)  # 16:05: not yet whole
+
+    result = billing.run(as_of=start + timedelta(hours=2, minutes=30))  # 16:15
+
+    [outcome] = result.outcomes
+    assert outcome.status == "sent"
+    assert outcome.usage_until == billing.period.start + 3 * HOUR  # 16:00
+    assert outcome.value == Decimal(12)
+    assert billing.stripe_total() == Decimal(12)
+    [event] = billing.stripe_events()
+    # Stamped inside both the usage it covers and Stripe's own billing period.
+    assert event["timestamp"] == int((billing.period.start + 3 * HOUR).timestamp()) - 1
+    assert event["timestamp"] >= int(billing.period.billing_start.timestamp())
+
+
+def test_repeated_runs_send_each_unit_once(billing):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+    as_of = start + 5 * HOUR
+
+    first = billing.run(as_of=as_of)
+    second = billing.run(as_of=as_of)
+    third = billing.run(as_of=as_of + timedelta(minutes=30))
+
+    assert [o.status for o in first.outcomes] == ["sent"]
+    assert [o.status for o in second.outcomes + third.outcomes] == ["skipped", "skipped"]
+    assert billing.stripe_total() == Decimal(10)
+    assert len(billing.stripe_events()) == 1
+    # Nothing new leaves one visible row, kept up to date, not a row per run.
+    rows = UsageReport.objects.order_by("sequence")
+    assert [(r.sequence, r.status, r.value_sent) for r in rows] == [(1, "sent", 10), (2, "skipped", 0)]
+
+
+def test_growing_usage_sends_only_the_difference(billing):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+    billing.run(as_of=start + 3 * HOUR)
+    billing.source.add(billing.customer_id, start + 3 * HOUR, 4)
+    billing.source.add(billing.customer_id, start + 4 * HOUR, 6)
+
+    result = billing.run(as_of=start + 6 * HOUR)
+
+    assert [o.value for o in result.outcomes] == [Decimal(10)]
+    assert billing.stripe_total() == Decimal(20) == billing.source.total(billing.customer_id, start, start + 6 * HOUR)
+    assert [e["value"] for e in billing.stripe_events()] == ["10", "10"]
+
+
+def test_late_events_are_picked_up_by_the_next_run(billing):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+    billing.run(as_of=start + 3 * HOUR)
+    # An event from an already reported window arrives late.
+    billing.source.add(billing.customer_id, start + HOUR + timedelta(minutes=10), 3)
+
+    billing.run(as_of=start + 3 * HOUR + timedelta(minutes=5))
+
+    assert billing.stripe_total() == Decimal(13)
+
+
+def test_a_smaller_total_sends_a_negative_correction(billing):
+    start = billing.period.start
+    billing.source.overrides[billing.customer_id] = Decimal(25)
+    billing.run(as_of=start + 2 * HOUR)
+    billing.source.overrides[billing.customer_id] = Decimal(21)  # the source corrected itself
+
+    result = billing.run(as_of=start + 3 * HOUR)
+
+    assert [o.value for o in result.outcomes] == [Decimal(-4)]
+    assert [e["value"] for e in billing.stripe_events()] == ["25", "-4"]
+    assert billing.stripe_total() == Decimal(21)
+
+
+def test_fractions_are_sent_in_whole_units_without_loss_over_runs(billing):
+    start = billing.period.start
+    for hour in range(1, 4):
+        billing.source.add(billing.customer_id, start + hour * HOUR, "0.6")
+    billing.run(as_of=start + 2 * HOUR)  # 0.6 -> 0 whole units
+    billing.run(as_of=start + 3 * HOUR)  # 1.2 -> 1
+    billing.run(as_of=start + 4 * HOUR)  # 1.8 -> 1
+
+    assert billing.stripe_total() == Decimal(1)
+    report = UsageReport.objects.filter(status="sent").get()
+    assert report.usage_total == Decimal("1.2")  # the exact total stays in the ledger
+    assert UsageReport.objects.order_by("-sequence").first().usage_total == Decimal("1.8")
+
+
+def test_the_period_is_reported_up_to_its_aligned_end_and_the_rest_goes_to_the_next(ended_billing):
+    billing = ended_billing
+    period = billing.period
+    billing.source.add(billing.customer_id, period.end - timedelta(minutes=30), 8)  # before 13:00
+    billing.source.add(billing.customer_id, period.end + timedelta(minutes=10), 5)  # 13:10, after the aligned end
+    assert period.end.minute == 0 and period.billing_end.minute == 45
+
+    billing.run(as_of=period.end + timedelta(minutes=40))  # 13:40, before Stripe's period ends
+    assert billing.stripe_total() == Decimal(8)
+    [event] = billing.stripe_events()
+    assert int(period.billing_start.timestamp()) <= event["timestamp"] < int(period.billing_end.timestamp())
+
+    # A day later the subscription has rolled over: the 13:00-13:45 usage is billed
+    # in the next period, whose reported span starts at 13:00.
+    billing.run(as_of=period.end + timedelta(days=1))
+
+    assert billing.stripe_total(start=period.billing_start, end=period.billing_end) == Decimal(8)
+    assert billing.stripe_total(start=period.billing_end) == Decimal(5)
+    rows = UsageReport.objects.filter(status="sent").order_by("period_start")
+    assert [(r.period_start, r.usage_until) for r in rows] == [
+        (period.start, period.end),
+        (period.end, period.end + timedelta(days=1)),
+    ]
+
+
+def test_a_period_whose_timestamp_stripe_would_refuse_fails_clearly(billing):
+    # A report for usage whose meter event would be stamped in the future.
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 3)
+    future = datetime.now(UTC) + timedelta(hours=3)
+
+    [outcome] = billing.run(as_of=future).outcomes
+
+    assert outcome.status == "failed"
+    assert "more than 5 minutes ahead of now; check this machine's clock" in outcome.error
+    assert billing.stripe_events() == []
+
+
+def test_dry_run_writes_and_sends_nothing(billing):
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 9)
+
+    result = billing.run(as_of=billing.period.start + 3 * HOUR, dry_run=True)
+
+    assert [(o.status, o.value) for o in result.outcomes] == [("dry-run", Decimal(9))]
+    assert not UsageReport.objects.exists()
+    assert billing.stripe_events() == []
+
+
+def test_a_run_that_died_before_calling_stripe_is_resent_once(billing, settings):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+
+    class ProcessKilled(BaseException):
+        pass
+
+    with mock.patch.object(usage_reporting, "send_report", side_effect=ProcessKilled):
+        with pytest.raises(ProcessKilled):
+            billing.run(as_of=start + 3 * HOUR)
+    pending = UsageReport.objects.get()
+    assert pending.status == "pending" and billing.stripe_events() == []
+
+    # While the lease runs, another run leaves it alone and sends nothing new.
+    billing.run(as_of=start + 3 * HOUR)
+    assert billing.stripe_events() == []
+
+    settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
+    billing.source.add(billing.customer_id, start + 2 * HOUR, 5)
+    billing.run(as_of=start + 4 * HOUR)
+
+    assert billing.stripe_total() == Decimal(15)
+    assert [e["identifier"] for e in billing.stripe_events()][0] == pending.identifier
+    assert list(UsageReport.objects.order_by("sequence").values_list("status", "value_sent")) == [
+        ("sent", 10), ("sent", 5),
+    ]
+
+
+def test_a_run_that_died_after_stripe_recorded_the_event_is_not_counted_twice(billing, settings):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+
+    class ProcessKilled(BaseException):
+        pass
+
+    with mock.patch.object(usage_reporting, "_settle", side_effect=ProcessKilled):
+        with pytest.raises(ProcessKilled):
+            billing.run(as_of=start + 3 * HOUR)
+    assert UsageReport.objects.get().status == "pending"
+    assert billing.stripe_total() == Decimal(10)  # Stripe has it; the ledger does not know
+
+    settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
+    billing.run(as_of=start + 3 * HOUR)
+
+    assert billing.stripe_total() == Decimal(10)
+    assert list(UsageReport.objects.order_by("sequence").values_list("status", flat=True)) == [
+        "sent", "skipped",
+    ]
+
+
+def test_a_source_failure_fails_its_reports_and_keeps_the_usage_for_later(billing):
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10)
+    billing.source.failing_meters["m1"] = "OpenMeter is down"
+
+    result = billing.run(as_of=start + 3 * HOUR)
+    again = billing.run(as_of=start + 4 * HOUR)
+
+    assert [o.status for o in result.outcomes + again.outcomes] == ["failed", "failed"]
+    assert "OpenMeter is down" in result.outcomes[0].error
+    row = UsageReport.objects.get()  # one row for the ongoing failure, counting attempts
+    assert (row.status, row.attempts, row.usage_total) == ("failed", 2, None)
+
+    del billing.source.failing_meters["m1"]
+    billing.run(as_of=start + 4 * HOUR)
+    assert billing.stripe_total() == Decimal(10)
+
+
+@pytest.mark.parametrize(
+    ("bad_total", "message"),
+    [(None, "returned no total"), (Decimal("NaN"), "not a number"), (Decimal(-3), "negative total")],
+)
+def test_bad_totals_from_the_source_are_refused(billing, bad_total, message):
+    billing.source.overrides[billing.customer_id] = bad_total
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    assert outcome.status == "failed" and message in outcome.error
+    assert billing.stripe_events() == []
+
+
+def test_a_customer_without_a_subject_mapping_gets_a_clear_failed_row(billing, settings):
+    settings.EPSILON = {**settings.EPSILON, "SUBJECT_METADATA_KEY": "openmeter_subject"}
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    assert outcome.status == "failed"
+    assert "has no usage subject: its metadata has no 'openmeter_subject'" in outcome.error
+    assert UsageReport.objects.get().error == outcome.error
+
+
+def test_the_subject_comes_from_customer_metadata_when_configured(billing, settings):
+    settings.EPSILON = {**settings.EPSILON, "SUBJECT_METADATA_KEY": "openmeter_subject"}
+    client = stripe_api.get_client()
+    customer = client.v1.customers.update(billing.customer_id, {"metadata": {"openmeter_subject": "tenant-42"}})
+    from billing.services import stripe_sync
+
+    stripe_sync.sync_customer(customer)
+    billing.source.add("tenant-42", billing.period.start + HOUR, 6)
+
+    billing.run(as_of=billing.period.start + 2 * HOUR)
+
+    assert billing.stripe_total() == Decimal(6)
+
+
+def test_stripe_refusing_an_event_fails_that_report(billing):
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.emulator.server.app.revoked_keys.add(billing.emulator.api_key)
+
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+
+    assert outcome.status == "failed"
+    assert "AuthenticationError" in outcome.error and "HTTP 401" in outcome.error
+    assert UsageReport.objects.get().status == "failed"
