@@ -193,6 +193,11 @@ class OpenMeterUsageSource(UsageSource):
     def totals(
         self, meter_slug: str, window_size: str, requests: Sequence[UsageRequest]
     ) -> dict[UsageRequest, Decimal]:
+        """
+        Per-period queries or one windowed query, whichever sends fewer requests (ties go
+        to per-period: smaller answers). `window_size` is not needed: the windowed query
+        uses the coarsest window all periods align to, never finer than the meter's.
+        """
         totals = {request: Decimal(0) for request in requests}
         pending = [request for request in totals if request.end > request.start]
         if not pending:
