@@ -324,3 +324,87 @@ def test_stripe_refusing_an_event_fails_that_report(billing):
     assert outcome.status == "failed"
     assert "AuthenticationError" in outcome.error and "HTTP 401" in outcome.error
     assert UsageReport.objects.get().status == "failed"
+
+
+def fail_meter_events(emulator, times: int, *, after_recording: bool):
+    """Make the emulator answer the next `times` meter event calls with a 500."""
+    from stripe_emulator.errors import ApiError
+
+    remaining = {"count": times}
+
+    def flaky(ctx, call_next):
+        if ctx.path != "/v1/billing/meter_events" or remaining["count"] == 0:
+            return call_next()
+        remaining["count"] -= 1
+        if after_recording:
+            call_next()  # Stripe recorded the event; its answer is lost
+        raise ApiError("An unknown error occurred (injected by the test).")
+
+    emulator.server.app.use(flaky, name="flaky_meter_events")
+
+
+@pytest.mark.parametrize("after_recording", [False, True], ids=["not-recorded", "answer-lost"])
+def test_an_uncertain_stripe_answer_stays_pending_and_is_resent_once(billing, settings, after_recording):
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    fail_meter_events(billing.emulator, 1, after_recording=after_recording)
+
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+
+    assert outcome.status == "pending"
+    assert "outcome unknown, will resend" in outcome.error and "HTTP 500" in outcome.error
+    assert billing.stripe_total() == (Decimal(10) if after_recording else 0)
+
+    settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
+    billing.run(as_of=billing.period.start + 2 * HOUR)
+
+    assert billing.stripe_total() == Decimal(10)
+    report = UsageReport.objects.get(sequence=1)
+    assert (report.status, report.attempts, report.error) == ("sent", 2, "")
+
+
+def test_stripe_python_retries_reuse_one_idempotency_key_and_count_once(billing, settings):
+    settings.STRIPE_MAX_NETWORK_RETRIES = 2
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    fail_meter_events(billing.emulator, 1, after_recording=True)
+
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+
+    assert outcome.status == "sent"
+    assert billing.stripe_total() == Decimal(10)
+    calls = billing.emulator.requests(method="POST", path="/v1/billing/meter_events")
+    assert len(calls) == 2 and len({c["idempotency_key"] for c in calls}) == 1
+
+
+def test_several_metered_items_and_meters_on_one_customer(billing):
+    from billing.services import stripe_sync
+
+    client = stripe_api.get_client().v1
+    meter2 = client.billing.meters.create(
+        {"display_name": "Epsilon invocations", "event_name": "epsilon_invocations",
+         "default_aggregation": {"formula": "sum"}}
+    )
+    stripe_sync.sync_meter(meter2, source_meter_slug="m2")
+    product = client.products.list().data[0]
+    price2 = client.prices.create(
+        {"product": product.id, "currency": "usd", "unit_amount_decimal": "1",
+         "recurring": {"interval": "month", "usage_type": "metered", "meter": meter2.id}}
+    )
+    real_now = billing.emulator.now()
+    billing.emulator.set_time(int(billing.period.billing_start.timestamp()), freeze=True)
+    second = client.subscriptions.create({"customer": billing.customer_id, "items": [{"price": price2.id}]})
+    billing.emulator.set_time(real_now, freeze=False)
+    stripe_sync.sync_subscription(second)
+    start = billing.period.start
+    billing.source.add(billing.customer_id, start + HOUR, 10, meter_slug="m1")
+    billing.source.add(billing.customer_id, start + HOUR, 1000, meter_slug="m2")
+    billing.source.add(billing.customer_id, datetime.now(UTC) - 2 * HOUR, 7, meter_slug="m2")
+
+    result = billing.run(as_of=datetime.now(UTC))
+
+    by_meter = {o.target.meter.source_meter_slug: o for o in result.outcomes}
+    assert set(by_meter) == {"m1", "m2"} and {o.status for o in result.outcomes} == {"sent"}
+    totals = {m: Decimal(billing.emulator.meter_event_totals(meter=m_id, customer=billing.customer_id)["total"])
+              for m, m_id in (("m1", by_meter["m1"].target.meter.id), ("m2", meter2.id))}
+    assert totals == {"m1": Decimal(10), "m2": Decimal(1007)}
+    assert sorted(billing.source.queries) == [("m1", 1), ("m2", 1)]  # one batched query per meter

@@ -124,7 +124,7 @@ def report_usage(
         if usage_until <= target.period.start:
             continue  # no whole window of this period has passed yet
         error = target.subject_error or source_errors.get(target.meter.id)
-        total = None if error else totals.get(_request_for(target, usage_until))
+        total = None if error else totals.get((target.meter.id, _request_for(target, usage_until)))
         outcome = report_target(
             target, usage_until, total, error=error, trigger=trigger, client=client, dry_run=dry_run
         )
@@ -264,7 +264,10 @@ def send_report(report: UsageReport, client) -> None:
                 "identifier": report.identifier,
                 "timestamp": int(report.event_timestamp.timestamp()),
             },
-            {"idempotency_key": f"epsilon-meter-event:{report.identifier}"},
+            # One key per attempt: stripe-python's own retries reuse it, while a later
+            # resend gets a fresh one, since Stripe replays a key's first answer (a 500
+            # included) for 24 hours. Across attempts, the identifier dedupes.
+            {"idempotency_key": f"epsilon:{report.identifier}:{report.attempts}"},
         )
     except UNCERTAIN_STRIPE_ERRORS as exc:
         # Stripe may or may not have recorded it: keep it pending, resend it as is.
@@ -379,10 +382,11 @@ def _fetch_totals(source, targets, as_of):
         usage_until = target.period.usage_until(as_of)
         if target.subject and usage_until > target.period.start:
             by_meter[target.meter].append(_request_for(target, usage_until))
-    totals, errors = {}, {}
+    totals, errors = {}, {}  # totals by (meter id, request): meters share subjects and periods
     for meter, requests in by_meter.items():
         try:
-            totals.update(source.totals(meter.source_meter_slug, meter.window_size, list(set(requests))))
+            answers = source.totals(meter.source_meter_slug, meter.window_size, list(set(requests)))
+            totals.update({(meter.id, request): total for request, total in answers.items()})
         except UsageSourceError as exc:
             errors[meter.id] = f"usage source {source.name}: {exc}"
     return totals, errors
