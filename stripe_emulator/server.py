@@ -45,7 +45,9 @@ class EmulatorServer:
 
     def start(self) -> "EmulatorServer":
         if self._thread is None:
+            # A short poll interval makes stop() quick (tests start many servers).
             self._thread = threading.Thread(target=self._server.serve_forever,
+                                            kwargs={"poll_interval": 0.05},
                                             name="stripe-emulator", daemon=True)
             self._thread.start()
         return self

@@ -99,6 +99,7 @@ class Store:
         self._conn.executescript(SCHEMA)
         self._requests: collections.deque = collections.deque(maxlen=request_log_size)
         self._requests_lock = threading.Lock()
+        self._idempotency_writes = 0
         state = self._meta_get("clock")
         if state:
             self.clock.load_state(json.loads(state))
@@ -336,6 +337,10 @@ class Store:
     def save_idempotent_result(self, scope: str, key: str, fingerprint: str, request_id: str,
                                status: int, body: str, headers: dict) -> None:
         with self.transaction():
+            self._idempotency_writes += 1
+            if self._idempotency_writes % 1000 == 0:
+                # stripe-python sends a key with every POST: drop expired ones now and then.
+                self._exec("DELETE FROM idempotency WHERE created <= ?", (self.now() - 86400,))
             self._exec(
                 "INSERT OR REPLACE INTO idempotency(scope, key, fingerprint, request_id, status,"
                 " body, headers, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
