@@ -213,6 +213,13 @@ def coerce_decimal(name, value, required=False, max_places: Optional[int] = None
     return d
 
 
+def check_keys(src: dict, allowed, prefix: str) -> None:
+    """Nested params outside Stripe's documented set are unknown params, as on Stripe."""
+    for key in src:
+        if key not in allowed:
+            raise errors.unknown_param(f"{prefix}[{key}]")
+
+
 def _describe(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: ..." for k in list(value)[:3]) + "}"

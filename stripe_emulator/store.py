@@ -130,12 +130,21 @@ class Store:
         with self._lock:
             return self._conn.execute(sql, tuple(args))
 
+    def _query(self, sql: str, args: Iterable = ()) -> List[sqlite3.Row]:
+        # Rows are fetched under the lock: the connection is shared by all threads.
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    def _query_one(self, sql: str, args: Iterable = ()) -> Optional[sqlite3.Row]:
+        rows = self._query(sql, args)
+        return rows[0] if rows else None
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     def _meta_get(self, key: str) -> Optional[str]:
-        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._query_one("SELECT value FROM meta WHERE key = ?", (key,))
         return row["value"] if row else None
 
     def _meta_set(self, key: str, value: str) -> None:
@@ -207,18 +216,19 @@ class Store:
 
     def get(self, obj_id: str, type: Optional[str] = None) -> Optional[dict]:
         if type:
-            row = self._exec("SELECT data FROM objects WHERE id = ? AND type = ?", (obj_id, type)).fetchone()
+            row = self._query_one("SELECT data FROM objects WHERE id = ? AND type = ?",
+                                  (obj_id, type))
         else:
-            row = self._exec("SELECT data FROM objects WHERE id = ?", (obj_id,)).fetchone()
+            row = self._query_one("SELECT data FROM objects WHERE id = ?", (obj_id,))
         return json.loads(row["data"]) if row else None
 
     def all(self, type: str, livemode: Optional[bool] = None,
             where: Optional[Callable[[dict], bool]] = None) -> List[dict]:
         """Objects of a type, newest first (Stripe's list order)."""
         if livemode is None:
-            rows = self._exec("SELECT data FROM objects WHERE type = ? ORDER BY seq DESC", (type,))
+            rows = self._query("SELECT data FROM objects WHERE type = ? ORDER BY seq DESC", (type,))
         else:
-            rows = self._exec(
+            rows = self._query(
                 "SELECT data FROM objects WHERE type = ? AND livemode = ? ORDER BY seq DESC",
                 (type, int(livemode)),
             )
@@ -227,8 +237,8 @@ class Store:
 
     def count(self, type: Optional[str] = None) -> int:
         if type:
-            return self._exec("SELECT COUNT(*) FROM objects WHERE type = ?", (type,)).fetchone()[0]
-        return self._exec("SELECT COUNT(*) FROM objects").fetchone()[0]
+            return self._query_one("SELECT COUNT(*) FROM objects WHERE type = ?", (type,))[0]
+        return self._query_one("SELECT COUNT(*) FROM objects")[0]
 
     # --- meter events ----------------------------------------------------
 
@@ -248,12 +258,12 @@ class Store:
 
     def recent_meter_event(self, livemode: bool, identifier: str, after: int) -> Optional[dict]:
         """The latest event with this identifier created after `after`, if any."""
-        row = self._exec(
+        row = self._query_one(
             f"SELECT {EVENT_COLUMNS} FROM meter_events"
             " WHERE livemode = ? AND identifier = ? AND created > ?"
             " ORDER BY seq DESC LIMIT 1",
             (int(livemode), identifier, after),
-        ).fetchone()
+        )
         return _event_row(row) if row else None
 
     def set_meter_event_status(self, seq: int, status: str) -> None:
@@ -286,7 +296,7 @@ class Store:
         sql += " ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_event_row(r) for r in self._exec(sql, args)]
+        return [_event_row(r) for r in self._query(sql, args)]
 
     def aggregation_rows(self, meter: str, customer: Optional[str], start: int,
                          end: int) -> List[Tuple[int, int, Optional[str], str]]:
@@ -297,7 +307,7 @@ class Store:
         if customer is not None:
             sql += " AND customer = ?"
             args.append(customer)
-        return [tuple(r) for r in self._exec(sql + " ORDER BY timestamp, seq", args)]
+        return [tuple(r) for r in self._query(sql + " ORDER BY timestamp, seq", args)]
 
     def meter_event_totals(self, meter: Optional[str] = None, customer: Optional[str] = None,
                            start: Optional[int] = None, end: Optional[int] = None) -> dict:
@@ -323,11 +333,11 @@ class Store:
 
     def idempotent_result(self, scope: str, key: str, after: int) -> Optional[dict]:
         """The stored result for this key if it was saved after `after`."""
-        row = self._exec(
+        row = self._query_one(
             "SELECT fingerprint, request_id, status, body, headers, created FROM idempotency"
             " WHERE scope = ? AND key = ? AND created > ?",
             (scope, key, after),
-        ).fetchone()
+        )
         if not row:
             return None
         return {"fingerprint": row["fingerprint"], "request_id": row["request_id"],

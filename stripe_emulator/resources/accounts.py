@@ -38,3 +38,11 @@ def retrieve(ctx, obj_id):
     if obj_id != ctx.app.account_id:
         raise errors.no_such("account", obj_id)
     return account_object(ctx)
+
+
+@route("/v2/core/accounts", ["GET"], ("applied_configurations", "closed", "include", "limit",
+                                      "page"))
+def list_v2_accounts(ctx):
+    # dj-stripe's sync lists v2 (connected) accounts next to GET /v1/account.
+    # The emulator has no connected accounts: an empty v2 list page.
+    return {"data": [], "next_page_url": None, "previous_page_url": None}

@@ -16,6 +16,7 @@ import hashlib
 import string
 
 from .. import aggregation, fixtures, ids
+from ..context import MISSING, check_keys, coerce_str
 from ..errors import InvalidRequest
 from ..listing import paginate
 from ..routing import LIST_PARAMS, route
@@ -37,6 +38,7 @@ def create(ctx):
     display_name = ctx.str("display_name", required=True, max_length=250)
     event_name = ctx.str("event_name", required=True, max_length=100)
     agg = ctx.dict("default_aggregation", required=True)
+    check_keys(agg, ("formula",), "default_aggregation")
     formula = _nested_str(agg, "default_aggregation", "formula", required=True, choices=FORMULAS)
     meter = fixtures.template("billing.meter")
     now = ctx.now()
@@ -46,6 +48,7 @@ def create(ctx):
                   "event_time_window": ctx.str("event_time_window", choices=("day", "hour"))})
     mapping = ctx.dict("customer_mapping")
     if mapping is not None:
+        check_keys(mapping, ("event_payload_key", "type"), "customer_mapping")
         meter["customer_mapping"] = {
             "event_payload_key": _nested_str(mapping, "customer_mapping", "event_payload_key",
                                              required=True, max_length=100),
@@ -54,6 +57,7 @@ def create(ctx):
         }
     settings = ctx.dict("value_settings")
     if settings is not None:
+        check_keys(settings, ("event_payload_key",), "value_settings")
         meter["value_settings"] = {
             "event_payload_key": _nested_str(settings, "value_settings", "event_payload_key",
                                              required=True, max_length=100)}
@@ -69,7 +73,6 @@ def create(ctx):
 
 
 def _nested_str(src: dict, parent: str, key: str, **kw):
-    from ..context import MISSING, coerce_str
     return coerce_str(f"{parent}[{key}]", src.get(key, MISSING), **kw)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 
 from .. import errors, expand, fixtures, ids, search
-from ..context import MISSING, coerce_bool, coerce_decimal, coerce_int, coerce_str
+from ..context import (MISSING, check_keys, coerce_bool, coerce_decimal, coerce_int,
+                       coerce_str)
 from ..errors import InvalidRequest
 from ..listing import paginate, range_filter, search_page
 from ..routing import LIST_PARAMS, route
@@ -107,6 +108,7 @@ def build_price(ctx, src: dict, prefix: str = "", product_id: str = None) -> dic
         tq_param = _p(prefix, "transform_quantity")
         if not isinstance(tq, dict):
             raise InvalidRequest("Invalid object", param=tq_param)
+        check_keys(tq, ("divide_by", "round"), tq_param)
         price["transform_quantity"] = {
             "divide_by": coerce_int(f"{tq_param}[divide_by]", _get(tq, "divide_by"),
                                     required=True, min=1),
@@ -121,6 +123,8 @@ def _recurring(ctx, raw, param: str):
         return None
     if not isinstance(raw, dict):
         raise InvalidRequest("Invalid object", param=param)
+    check_keys(raw, ("interval", "interval_count", "meter", "trial_period_days", "usage_type"),
+               param)
     interval = coerce_str(f"{param}[interval]", _get(raw, "interval"), required=True,
                           choices=("day", "week", "month", "year"))
     count = coerce_int(f"{param}[interval_count]", _get(raw, "interval_count"), default=1, min=1)
@@ -196,10 +200,12 @@ def create(ctx):
 
 
 def _create_product(ctx, data: dict) -> str:
+    check_keys(data, ("active", "id", "metadata", "name", "statement_descriptor", "tax_code",
+                      "unit_label"), "product_data")
     product = fixtures.template("product")
     product.update({
-        "id": ids.new_id("prod"), "livemode": ctx.livemode, "created": ctx.now(),
-        "updated": ctx.now(),
+        "id": coerce_str("product_data[id]", _get(data, "id")) or ids.new_id("prod"),
+        "livemode": ctx.livemode, "created": ctx.now(), "updated": ctx.now(),
         "name": coerce_str("product_data[name]", _get(data, "name"), required=True),
         "active": coerce_bool("product_data[active]", _get(data, "active"), default=True),
         "statement_descriptor": coerce_str("product_data[statement_descriptor]",

@@ -244,3 +244,13 @@ def test_bad_expansions_are_400(http, client):
     assert r.status_code == 400 and "data.product" in r.json()["error"]["message"]
     r = http.get(f"/v1/prices/{price.id}", params={"expand[]": "a.b.c.d.e"})
     assert "more than 4 levels" in r.json()["error"]["message"]
+
+
+def test_unknown_nested_params_are_rejected(client, http):
+    prod = client.v1.products.create({"name": "x"})
+    r = http.post("/v1/prices", data={"currency": "usd", "product": prod.id, "unit_amount": 1,
+                                      "recurring[interval]": "month",
+                                      "recurring[aggregate_usage]": "sum"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "parameter_unknown"
+    assert r.json()["error"]["param"] == "recurring[aggregate_usage]"  # removed in basil

@@ -205,3 +205,11 @@ def test_internal_errors_are_stripe_api_errors(http, stripe_emulator):
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "api_error"
     assert "kaboom" in r.json()["error"]["message"]
+
+
+def test_v2_accounts_list_is_empty(stripe_emulator):
+    client = stripe.StripeClient(stripe_emulator.api_key,
+                                 base_addresses={"api": stripe_emulator.url},
+                                 http_client=stripe.HTTPXClient(allow_sync_methods=True))
+    page = client.v2.core.accounts.list({"include": ["identity"]})
+    assert list(page.auto_paging_iter()) == []
