@@ -3,9 +3,12 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
 from django.utils.html import format_html
 
-from djstripe.models import Customer
+from djstripe.admin.admin import CustomerAdmin as DjstripeCustomerAdmin
+from djstripe.admin.admin import SubscriptionAdmin as DjstripeSubscriptionAdmin
+from djstripe.models import Customer, Subscription
 
 from . import stripe_dashboard
+from .admin_actions import ReportUsageNowMixin
 from .models import Meter, UsageReport
 
 CUSTOMER_FILTER_CHOICES = 100
@@ -161,3 +164,18 @@ def _mirrored(report, field_name):
         return getattr(report, field_name)
     except ObjectDoesNotExist:
         return None
+
+
+# dj-stripe's admins for customers and subscriptions, with "Report usage now".
+admin.site.unregister(Customer)
+admin.site.unregister(Subscription)
+
+
+@admin.register(Customer)
+class CustomerAdmin(ReportUsageNowMixin, DjstripeCustomerAdmin):
+    report_usage_scope = "customer_ids"
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReportUsageNowMixin, DjstripeSubscriptionAdmin):
+    report_usage_scope = "subscription_ids"

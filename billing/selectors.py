@@ -50,7 +50,7 @@ def subject_for(customer_id: str, metadata: dict | None) -> str:
     return subject
 
 
-def metered_subscription_items(*, customer_id=None, subscription_id=None):
+def metered_subscription_items(*, customer_ids=None, subscription_ids=None):
     """Items of billable subscriptions on a metered price whose meter Epsilon knows."""
     meters = Meter.objects.filter(status=Meter.Status.ACTIVE, livemode=settings.STRIPE_LIVE_MODE)
     items = (
@@ -63,18 +63,22 @@ def metered_subscription_items(*, customer_id=None, subscription_id=None):
         .select_related("subscription__customer", "price")
         .order_by("subscription__customer__id", "id")
     )
-    if customer_id:
-        items = items.filter(subscription__customer__id=customer_id)
-    if subscription_id:
-        items = items.filter(subscription__id=subscription_id)
+    if customer_ids is not None:
+        items = items.filter(subscription__customer__id__in=customer_ids)
+    if subscription_ids is not None:
+        items = items.filter(subscription__id__in=subscription_ids)
     return items
 
 
-def current_targets(*, customer_id=None, subscription_id=None) -> list[ReportTarget]:
-    """Each metered item in its current billing period, as mirrored from Stripe."""
+def current_targets(*, customer_ids=None, subscription_ids=None) -> list[ReportTarget]:
+    """
+    Each metered item in its current billing period, as mirrored from Stripe; all of
+    them, or those of the given customers or subscriptions.
+    """
     meters = {m.id: m for m in Meter.objects.all()}
     targets = []
-    for item in metered_subscription_items(customer_id=customer_id, subscription_id=subscription_id):
+    items = metered_subscription_items(customer_ids=customer_ids, subscription_ids=subscription_ids)
+    for item in items:
         meter = meters[item.price.stripe_data["recurring"]["meter"]]
         period = AlignedPeriod.of(
             _from_timestamp(item.stripe_data["current_period_start"]),

@@ -1,5 +1,9 @@
+from datetime import UTC, datetime
+
 import pytest
 from django.db import connection
+
+from tests.billing_fixtures import subscribe
 
 pytest_plugins = ["stripe_emulator.pytest_plugin"]
 
@@ -13,6 +17,19 @@ def stripe_emulated(settings, stripe_emulator):
     settings.STRIPE_API_BASE = stripe_emulator.url
     settings.STRIPE_API_HOST = stripe_emulator.url
     return stripe_emulator
+
+
+@pytest.fixture
+def billing(stripe_emulated):
+    return subscribe(stripe_emulated, days_ago=10)
+
+
+@pytest.fixture
+def ended_billing(stripe_emulated):
+    """A subscription whose first monthly period ended a day or two ago."""
+    billing = subscribe(stripe_emulated, days_ago=33)
+    assert billing.period.billing_end < datetime.now(UTC)
+    return billing
 
 
 @pytest.fixture

@@ -4,77 +4,18 @@ for each customer and period equals the source's usage for the aligned period, e
 however many times and however interrupted the reporting runs.
 """
 
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from unittest import mock
 
 import pytest
-from djstripe.models import SubscriptionItem
 
 from billing import stripe_api
 from billing.models import UsageReport
-from billing.services import stripe_setup, usage_reporting
-from billing.services.periods import AlignedPeriod
-from tests.usage_doubles import RecordedUsage
+from billing.services import usage_reporting
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
-
-
-class Billing:
-    """The demo customer on the metered price, a usage source, and ways to look at Stripe."""
-
-    def __init__(self, emulator, source):
-        self.emulator = emulator
-        self.source = source
-        item = SubscriptionItem.objects.select_related("subscription__customer").get()
-        self.item_id = item.id
-        self.customer_id = item.subscription.customer.id
-        self.period = AlignedPeriod.of(
-            datetime.fromtimestamp(item.stripe_data["current_period_start"], UTC),
-            datetime.fromtimestamp(item.stripe_data["current_period_end"], UTC),
-            "HOUR",
-        )
-
-    def run(self, as_of, **options):
-        options.setdefault("trigger", UsageReport.Trigger.COMMAND)
-        return usage_reporting.report_usage(as_of=as_of, source=self.source, **options)
-
-    def stripe_total(self, customer_id=None, start=None, end=None) -> Decimal:
-        totals = self.emulator.meter_event_totals(
-            customer=customer_id or self.customer_id,
-            start=int(start.timestamp()) if start else None,
-            end=int(end.timestamp()) if end else None,
-        )
-        return Decimal(totals["total"])
-
-    def stripe_events(self):
-        return self.emulator.meter_events(customer=self.customer_id)
-
-
-def subscribe(emulator, days_ago: int) -> Billing:
-    """The demo customer subscribed `days_ago` days ago at 13:45 UTC."""
-    real_now = int(time.time())
-    start = datetime.fromtimestamp(real_now, UTC).replace(hour=13, minute=45, second=0, microsecond=0)
-    start -= timedelta(days=days_ago)
-    emulator.set_time(int(start.timestamp()), freeze=True)
-    stripe_setup.ensure_epsilon_objects(demo_customer=True)
-    emulator.set_time(real_now, freeze=False)
-    return Billing(emulator, RecordedUsage())
-
-
-@pytest.fixture
-def billing(stripe_emulated):
-    return subscribe(stripe_emulated, days_ago=10)
-
-
-@pytest.fixture
-def ended_billing(stripe_emulated):
-    """A subscription whose first monthly period ended a day or two ago."""
-    billing = subscribe(stripe_emulated, days_ago=33)
-    assert billing.period.billing_end < datetime.now(UTC)
-    return billing
 
 
 def test_usage_is_reported_up_to_the_last_whole_window(billing):

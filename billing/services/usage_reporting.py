@@ -69,7 +69,7 @@ class ReportOutcome:
             f"stripe_customer: {self.target.customer_id}, stripe_price: {self.target.price_id}, "
             f"meter: {self.target.meter.source_meter_slug}, total_usage: {total}, "
             f"from: {_go_time(self.target.period.start)}, to: {_go_time(self.usage_until)}, "
-            f"value: {self.value:+}, status: {self.status}"
+            f"value: {self.value.to_integral_value():+}, status: {self.status}"
         )
         return f"{text}, error: {self.error}" if self.error else text
 
@@ -92,28 +92,30 @@ class RunResult:
             counts[outcome.status] += 1
         parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to report"
         units = sum((o.value for o in self.outcomes if o.status == Status.SENT), Decimal(0))
-        return f"{len(self.outcomes)} report(s): {parts}; {units:+} unit(s) sent to Stripe."
+        return f"{len(self.outcomes)} report(s): {parts}; {units.to_integral_value():+} unit(s) sent to Stripe."
 
 
 def report_usage(
     *,
     trigger: str,
     as_of: datetime | None = None,
-    customer_id: str | None = None,
-    subscription_id: str | None = None,
+    customer_ids: list[str] | None = None,
+    subscription_ids: list[str] | None = None,
     dry_run: bool = False,
     source=None,
     client=None,
 ) -> RunResult:
-    """Report every metered subscription item (or one customer's, or one subscription's)."""
+    """Report every metered subscription item, or those of some customers or subscriptions."""
     as_of = as_of or timezone.now()
     source = source or get_usage_source()
     client = client or (None if dry_run else stripe_api.get_client())
     result = RunResult()
     if not dry_run:
-        result.outcomes += resend_orphaned_reports(client, customer_id=customer_id, subscription_id=subscription_id)
+        result.outcomes += resend_orphaned_reports(
+            client, customer_ids=customer_ids, subscription_ids=subscription_ids
+        )
 
-    targets = selectors.current_targets(customer_id=customer_id, subscription_id=subscription_id)
+    targets = selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
     if not dry_run:
         targets += _roll_ended_periods(client, targets, as_of)
     targets = _unique(targets + selectors.unfinished_past_targets(targets))
@@ -294,7 +296,7 @@ def _settle(report: UsageReport, status: str, error: str) -> None:
     logger.info("usage report %s: %s %s", report.identifier, report.status, report.error)
 
 
-def resend_orphaned_reports(client, *, customer_id=None, subscription_id=None) -> list[ReportOutcome]:
+def resend_orphaned_reports(client, *, customer_ids=None, subscription_ids=None) -> list[ReportOutcome]:
     """
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
     the same identifier, which Stripe deduplicates within 24 hours. Each is claimed by
@@ -303,10 +305,10 @@ def resend_orphaned_reports(client, *, customer_id=None, subscription_id=None) -
     now = timezone.now()
     lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
     orphans = UsageReport.objects.filter(status=Status.PENDING, updated__lt=now - lease)
-    if customer_id:
-        orphans = orphans.filter(customer_id=customer_id)
-    if subscription_id:
-        orphans = orphans.filter(subscription_id=subscription_id)
+    if customer_ids is not None:
+        orphans = orphans.filter(customer_id__in=customer_ids)
+    if subscription_ids is not None:
+        orphans = orphans.filter(subscription_id__in=subscription_ids)
     outcomes = []
     for report in orphans.select_related("meter"):
         claimed = UsageReport.objects.filter(
@@ -355,7 +357,7 @@ def _roll_ended_periods(client, targets, as_of) -> list[ReportTarget]:
             logger.warning("could not refresh subscription %s: %s", subscription_id, exc)
             continue
         rolled += [
-            t for t in selectors.current_targets(subscription_id=subscription_id)
+            t for t in selectors.current_targets(subscription_ids=[subscription_id])
             if t.period.billing_end > as_of
         ]
     return rolled

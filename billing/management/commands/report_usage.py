@@ -39,8 +39,8 @@ class Command(BaseCommand):
             result = usage_reporting.report_usage(
                 trigger=UsageReport.Trigger.COMMAND,
                 as_of=as_of_time(until) if until else None,
-                customer_id=customer,
-                subscription_id=subscription,
+                customer_ids=[customer] if customer else None,
+                subscription_ids=[subscription] if subscription else None,
                 dry_run=dry_run,
             )
         for outcome in result.outcomes:
