@@ -6,7 +6,7 @@ import re
 
 from .. import errors, expand, fixtures, ids, search
 from ..errors import InvalidRequest
-from ..listing import list_object, paginate, range_filter, search_page
+from ..listing import paginate, range_filter, search_page
 from ..routing import LIST_PARAMS, route
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
 
