@@ -27,13 +27,14 @@ emulator-stop: install
 	$(BIN)/python scripts/stripe_emulator_daemon.py stop
 
 demo: migrate emulator
-	$(BIN)/python manage.py epsilon_setup --demo-customer
+	$(BIN)/python scripts/demo.py
 	@echo
 	@echo "Open the admin:"
 	@echo "  1. make admin-user    (creates an admin login, asks for a password)"
 	@echo "  2. make run           (then open http://127.0.0.1:$(PORT)/admin/)"
-	@echo "Look at: Epsilon billing > Meters and Usage reports;"
-	@echo "         Djstripe > Products, Prices, Customers and Subscriptions."
+	@echo "Look at: Epsilon billing > Usage reports (every report, its period, value and status),"
+	@echo "         Epsilon billing > Meters; Embedded meter > Usage events;"
+	@echo "         Djstripe > Customers and Subscriptions (select some: Report usage now)."
 
 admin-user: migrate
 	$(BIN)/python manage.py createsuperuser

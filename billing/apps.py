@@ -8,7 +8,7 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import stripe_api
+        from . import stripe_api, webhooks  # noqa: F401 - registers the webhook handlers
 
         stripe_api.configure_stripe_module()
         setting_changed.connect(_reconfigure_stripe, dispatch_uid="billing.reconfigure_stripe")
@@ -17,6 +17,6 @@ class BillingConfig(AppConfig):
 def _reconfigure_stripe(setting, **kwargs):
     # Tests override the Stripe settings (e.g. to point at an emulator on a random port).
     if setting.startswith("STRIPE_"):
-        from . import stripe_api
+        from . import stripe_api, webhooks  # noqa: F401 - registers the webhook handlers
 
         stripe_api.configure_stripe_module()

@@ -89,6 +89,21 @@ def current_targets(*, customer_ids=None, subscription_ids=None) -> list[ReportT
     return targets
 
 
+def closed_period_targets(closed) -> list[ReportTarget]:
+    """
+    Targets for explicit (subscription item id, period start, period end) triples,
+    e.g. the period a webhook says has just closed; items not metered are left out.
+    """
+    periods = {item_id: (start, end) for item_id, start, end in closed}
+    meters = {m.id: m for m in Meter.objects.all()}
+    targets = []
+    for item in metered_subscription_items().filter(id__in=periods):
+        meter = meters[item.price.stripe_data["recurring"]["meter"]]
+        start, end = periods[item.id]
+        targets.append(_target(item, meter, AlignedPeriod.of(start, end, meter.window_size)))
+    return targets
+
+
 def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
     customer = item.subscription.customer
     try:

@@ -12,6 +12,7 @@ PATHS_BY_PREFIX = {
     "mtr_": "billing/meters",
     "meter_": "billing/meters",
     "evt_": "events",
+    "we_": "webhooks",
 }
 
 

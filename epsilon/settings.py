@@ -164,6 +164,8 @@ EPSILON = {
     # hung) between writing the ledger and hearing back from Stripe; the next run
     # resends it with the same identifier, which Stripe deduplicates.
     "PENDING_LEASE_SECONDS": env.int("EPSILON_PENDING_LEASE_SECONDS", default=300),
+    # How often the django-q2 schedule reports usage (run it with `manage.py qcluster`).
+    "REPORT_INTERVAL_MINUTES": env.int("EPSILON_REPORT_INTERVAL_MINUTES", default=60),
 }
 
 # --- Usage source ---------------------------------------------------------------
@@ -183,7 +185,17 @@ EMBEDDED_METER_INGEST_TOKEN = env.str("EMBEDDED_METER_INGEST_TOKEN", default="ep
 Q_CLUSTER = {
     "name": "epsilon",
     "workers": env.int("Q_WORKERS", default=2),
+    # A report run gives up well before the broker hands its task to another worker.
     "timeout": 600,
     "retry": 900,
-    "orm": "default",
+    "max_attempts": 3,
+    "catch_up": False,  # after downtime, one run reports everything owed
 }
+# The database is the broker by default; set Q_REDIS_URL (e.g. redis://127.0.0.1:6379/0)
+# to use Redis.
+Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
+if Q_REDIS_URL:
+    Q_CLUSTER["redis"] = Q_REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+Q_CLUSTER["sync"] = env.bool("Q_SYNC", default=False)  # run tasks inline (tests)

@@ -21,6 +21,7 @@ class Billing:
         item = SubscriptionItem.objects.select_related("subscription__customer").get()
         self.item_id = item.id
         self.customer_id = item.subscription.customer.id
+        self.subscription_id = item.subscription.id
         self.period = AlignedPeriod.of(
             datetime.fromtimestamp(item.stripe_data["current_period_start"], UTC),
             datetime.fromtimestamp(item.stripe_data["current_period_end"], UTC),

@@ -22,7 +22,12 @@ LINE_RE = re.compile(
 def run_setup(*args) -> list[dict]:
     out = StringIO()
     call_command("epsilon_setup", *args, stdout=out)
-    lines = out.getvalue().splitlines()
+    *lines, schedule_line = out.getvalue().splitlines()
+    assert re.fullmatch(
+        r"Report schedule (created|already exists): every 60 minutes "
+        r"\(run it with `python manage.py qcluster`\)",
+        schedule_line,
+    )
     parsed = [LINE_RE.match(line) for line in lines]
     assert all(parsed), lines
     return [m.groupdict() for m in parsed]
@@ -140,6 +145,6 @@ def test_live_keys_print_live_dashboard_urls(stripe_emulated, settings):
     settings.STRIPE_LIVE_MODE = True
     out = StringIO()
     call_command("epsilon_setup", stdout=out)
-    for line in out.getvalue().splitlines():
+    for line in out.getvalue().splitlines()[:-1]:
         assert "https://dashboard.stripe.com/" in line and "/test/" not in line, line
     assert Meter.objects.get().livemode is True

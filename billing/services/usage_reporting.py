@@ -119,19 +119,47 @@ def report_usage(
     if not dry_run:
         targets += _roll_ended_periods(client, targets, as_of)
     targets = _unique(targets + selectors.unfinished_past_targets(targets))
+    result.outcomes += report_targets(
+        targets, as_of=as_of, trigger=trigger, source=source, client=client, dry_run=dry_run
+    )
+    return result
 
+
+def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> RunResult:
+    """
+    Report billing periods that have just ended up to their aligned end, given as
+    (subscription item id, period start, period end): what a webhook says closed.
+    The ledger makes a replayed webhook, or a period already reported, send nothing.
+    """
+    targets = selectors.closed_period_targets(closed)
+    result = RunResult()
+    if not targets:
+        return result
+    as_of = max(t.period.billing_end for t in targets)
+    result.outcomes += report_targets(
+        targets,
+        as_of=as_of,
+        trigger=trigger,
+        source=source or get_usage_source(),
+        client=client or stripe_api.get_client(),
+    )
+    return result
+
+
+def report_targets(targets, *, as_of, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
+    """Report each target up to the last whole window before `as_of`."""
     totals, source_errors = _fetch_totals(source, targets, as_of)
+    outcomes = []
     for target in targets:
         usage_until = target.period.usage_until(as_of)
         if usage_until <= target.period.start:
             continue  # no whole window of this period has passed yet
         error = target.subject_error or source_errors.get(target.meter.id)
         total = None if error else totals.get((target.meter.id, _request_for(target, usage_until)))
-        outcome = report_target(
-            target, usage_until, total, error=error, trigger=trigger, client=client, dry_run=dry_run
+        outcomes.append(
+            report_target(target, usage_until, total, error=error, trigger=trigger, client=client, dry_run=dry_run)
         )
-        result.outcomes.append(outcome)
-    return result
+    return outcomes
 
 
 def report_target(target, usage_until, total, *, error, trigger, client, dry_run=False) -> ReportOutcome:

@@ -1,0 +1,31 @@
+"""
+django-q2 tasks: the schedule and the webhooks call the same reporting service as the
+command and the admin. A failure raises, so django-q2 lists the task as failed with
+the summary; the ledger keeps the details.
+"""
+
+from .models import UsageReport
+from .services import usage_reporting
+from .webhooks import from_timestamp
+
+
+class ReportingFailed(Exception):
+    pass
+
+
+def report_usage_on_schedule() -> str:
+    result = usage_reporting.report_usage(trigger=UsageReport.Trigger.SCHEDULE)
+    return _summary_or_raise(result)
+
+
+def report_closed_periods(closed: list[list]) -> str:
+    periods = [(item_id, from_timestamp(start), from_timestamp(end)) for item_id, start, end in closed]
+    result = usage_reporting.report_closed_periods(periods, trigger=UsageReport.Trigger.WEBHOOK)
+    return _summary_or_raise(result)
+
+
+def _summary_or_raise(result) -> str:
+    if result.failed:
+        errors = "; ".join(f"{o.target.customer_id}: {o.error}" for o in result.failed)
+        raise ReportingFailed(f"{result.summary()} Failed: {errors}")
+    return result.summary()
