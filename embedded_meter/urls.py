@@ -1,5 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "embedded_meter"
 
-urlpatterns = []
+# Mounted at /api/v1/ (epsilon/urls.py), OpenMeter's paths.
+urlpatterns = [
+    path("events", views.events, name="events"),
+    path("meters", views.meters, name="meters"),
+    path("meters/<str:slug>", views.meter_detail, name="meter"),
+    path("meters/<str:slug>/query", views.meter_query, name="meter-query"),
+]

@@ -1,0 +1,37 @@
+"""The embedded meter as the billing engine's UsageSource."""
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from billing.models import WindowSize
+from billing.usage_sources.base import UsageRequest, UsageSource, UsageSourceError
+
+from . import definitions, selectors
+
+
+class EmbeddedUsageSource(UsageSource):
+    name = "embedded"
+
+    def totals(
+        self, meter_slug: str, window_size: str, requests: Sequence[UsageRequest]
+    ) -> dict[UsageRequest, Decimal]:
+        meter = definitions.get_meter(meter_slug)
+        if meter is None:
+            raise UsageSourceError(
+                f"Unknown meter slug {meter_slug!r} in the embedded meter: define it in the "
+                f"admin (Embedded meter > Meter definitions) or in EMBEDDED_METERS."
+            )
+        if window_size not in WindowSize.values:
+            raise UsageSourceError(f"Unknown window size {window_size!r}: use one of {', '.join(WindowSize.values)}.")
+        if selectors.finer_than(window_size, meter.window_size):
+            raise UsageSourceError(
+                f"Meter {meter_slug!r} is defined with {meter.window_size} windows and cannot be "
+                f"read by {window_size}; change one of the two window sizes."
+            )
+        for request in requests:
+            if not (selectors.is_aligned(request.start, window_size) and selectors.is_aligned(request.end, window_size)):
+                raise UsageSourceError(
+                    f"Usage period {request.start.isoformat()} to {request.end.isoformat()} of "
+                    f"{request.subject} is not aligned to {window_size} windows."
+                )
+        return selectors.totals(meter, requests)

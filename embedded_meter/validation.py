@@ -1,0 +1,180 @@
+"""
+CloudEvents 1.0 (JSON format) validation for ingest, plus the meter checks OpenMeter
+would otherwise only report after the fact: an event whose type a meter counts must
+carry that meter's value property, so usage can never be dropped silently.
+"""
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import jsonpath
+from .models import Aggregation, MeterDefinition, NUMERIC_AGGREGATIONS
+
+MAX_ATTRIBUTE_LENGTH = 255  # the Event columns' length
+MAX_NUMERIC_STRING_LENGTH = 100
+
+# A number, or a numeric string (OpenMeter accepts both for SUM/MAX). The exponent is
+# bounded so every accepted value fits PostgreSQL's numeric. \A...\Z (not ^...$) means
+# the same in Python, SQLite's REGEXP (Python) and PostgreSQL: no trailing newline.
+NUMERIC_PATTERN = r"\A[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\Z"
+_NUMERIC = re.compile(NUMERIC_PATTERN)
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+@dataclass(frozen=True)
+class EventError:
+    """What is wrong with one event: `index` is its place in a batch (None for a single event)."""
+
+    index: int | None
+    field: str
+    message: str
+
+    def describe(self) -> str:
+        where = f"events[{self.index}]" if self.index is not None else "event"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def as_json(self) -> dict:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ValidEvent:
+    event_id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    data: dict | None
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 date-time (offset required) as an aware UTC datetime, or ValueError."""
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError("must be an RFC 3339 date-time such as 2026-01-01T12:00:00Z")
+    frac = (match["frac"] or "")[:6]  # the database keeps microseconds
+    offset = "+00:00" if match["offset"] in "Zz" else match["offset"]
+    text = f"{match['date']}T{match['time']}{'.' + frac.ljust(6, '0') if frac else ''}{offset}"
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise ValueError("is not a valid date-time") from None
+
+
+def numeric_text(value) -> str | None:
+    """The exact decimal text of a JSON number or numeric string, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str) and len(value) <= MAX_NUMERIC_STRING_LENGTH and _NUMERIC.match(value):
+        return value
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _data_field(keys: tuple[str, ...]) -> str:
+    return "data." + ".".join(keys)
+
+
+def _check_meter(meter: MeterDefinition, data: dict | None) -> tuple[str, str] | None:
+    """(field, message) if `data` lacks what `meter` aggregates."""
+    if meter.aggregation == Aggregation.COUNT:
+        return None
+    keys = meter.value_keys
+    value = jsonpath.lookup(data, keys) if data is not None else jsonpath.MISSING
+    what = f"meter {meter.slug!r} ({meter.aggregation} of {meter.value_property})"
+    if meter.aggregation in NUMERIC_AGGREGATIONS:
+        if value is jsonpath.MISSING:
+            return _data_field(keys), f"value property {meter.value_property} is missing; {what} needs a number there"
+        if numeric_text(value) is None:
+            return _data_field(keys), f"value property {meter.value_property} must be a number or numeric string for {what}, got {_short(value)}"
+    elif meter.aggregation == Aggregation.UNIQUE_COUNT:
+        if value is jsonpath.MISSING:
+            return _data_field(keys), f"value property {meter.value_property} is missing; {what} needs a string there"
+        if not isinstance(value, str):
+            return _data_field(keys), f"value property {meter.value_property} must be a string for {what}, got {_short(value)}"
+    return None
+
+
+def validate_event(
+    raw, index: int | None, meters_by_type: Mapping[str, Sequence[MeterDefinition]], now: datetime
+) -> ValidEvent | EventError:
+    def error(field, message):
+        return EventError(index, field, message)
+
+    if not isinstance(raw, dict):
+        return error("", "must be a JSON object (a CloudEvent)")
+    if "specversion" not in raw:
+        return error("specversion", "is required (CloudEvents 1.0)")
+    if raw["specversion"] != "1.0":
+        return error("specversion", f"must be \"1.0\", got {_short(raw['specversion'])}")
+    attributes = {}
+    for name in ("id", "source", "type", "subject"):
+        value = raw.get(name)
+        if value is None:
+            return error(name, "is required")
+        if not isinstance(value, str) or not value:
+            return error(name, f"must be a non-empty string, got {_short(value)}")
+        if len(value) > MAX_ATTRIBUTE_LENGTH:
+            return error(name, f"must be at most {MAX_ATTRIBUTE_LENGTH} characters")
+        attributes[name] = value
+
+    time = now
+    if raw.get("time") is not None:
+        try:
+            time = parse_rfc3339(raw["time"])
+        except ValueError as exc:
+            return error("time", f"{exc}, got {_short(raw['time'])}")
+
+    content_type = raw.get("datacontenttype")
+    if content_type is not None and (
+        not isinstance(content_type, str) or content_type.split(";")[0].strip().lower() != "application/json"
+    ):
+        return error("datacontenttype", f"must be application/json, got {_short(content_type)}")
+    if raw.get("data_base64") is not None:
+        return error("data_base64", "binary data is not supported; send data as a JSON object")
+    data = raw.get("data")
+    if data is not None and not isinstance(data, dict):
+        return error("data", f"must be a JSON object, got {type(data).__name__} {_short(data)}")
+
+    for meter in meters_by_type.get(attributes["type"], ()):
+        problem = _check_meter(meter, data)
+        if problem:
+            return error(*problem)
+
+    return ValidEvent(
+        event_id=attributes["id"],
+        source=attributes["source"],
+        type=attributes["type"],
+        subject=attributes["subject"],
+        time=time,
+        data=data,
+    )
+
+
+def validate_events(
+    raws: Iterable, meters: Iterable[MeterDefinition], now: datetime, *, batch: bool
+) -> tuple[list[ValidEvent], list[EventError]]:
+    """Every event validated; the caller stores none of them if there is any error."""
+    meters_by_type: dict[str, list[MeterDefinition]] = {}
+    for meter in meters:
+        meters_by_type.setdefault(meter.event_type, []).append(meter)
+    valid, errors = [], []
+    for index, raw in enumerate(raws):
+        result = validate_event(raw, index if batch else None, meters_by_type, now)
+        (errors if isinstance(result, EventError) else valid).append(result)
+    return valid, errors
