@@ -99,11 +99,11 @@ class GroupValue(_JsonValue):
         data, p = self._data(compiler)
         path = sqlite_path(self.keys)
         other = f"({data} -> %s)" if connection.Database.sqlite_version_info >= (3, 38) else f"JSON_EXTRACT({data}, %s)"
-        return (
+        sql = (
             f"CASE JSON_TYPE({data}, %s) WHEN 'text' THEN JSON_EXTRACT({data}, %s) "
-            f"WHEN 'null' THEN NULL ELSE {other} END",
-            (*p, path, *p, path, *p, path),
+            f"WHEN 'null' THEN NULL ELSE {other} END"
         )
+        return sql, (*p, path, *p, path, *p, path)
 
     def as_postgresql(self, compiler, connection, **extra_context):
         data, p = self._data(compiler)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import jsonpath
-from .models import Aggregation, MeterDefinition, NUMERIC_AGGREGATIONS
+from .models import NUMERIC_AGGREGATIONS, Aggregation, MeterDefinition
 
 MAX_ATTRIBUTE_LENGTH = 255  # the Event columns' length
 MAX_NUMERIC_STRING_LENGTH = 100
