@@ -81,6 +81,9 @@ class ReportTrigger(models.TextChoices):
     ADMIN = "admin", "Admin"
     COMMAND = "command", "Command"
     WEBHOOK = "webhook", "Webhook"
+    # A compensating event that brings Stripe back to what the ledger sent; it is not
+    # part of the period's running total (see selectors.sent_total).
+    RECONCILE = "reconcile", "Reconciliation"
 
 
 class UsageReport(models.Model):
@@ -215,8 +218,76 @@ class UsageReport(models.Model):
             ("report_usage_now", "Can report usage to Stripe now"),
         ]
 
+    # Reports whose value is part of the period's running total: sent, and not
+    # reconciliation corrections (those restore Stripe to that total).
+    COUNTS_TOWARD_TOTAL = Q(status=ReportStatus.SENT) & ~Q(trigger=ReportTrigger.RECONCILE)
+
     def __str__(self):
         return f"{self.customer_id} {self.meter_id} {self.period_start:%Y-%m-%d %H:%M} #{self.sequence}"
 
+    @property
+    def counts_toward_total(self) -> bool:
+        return self.status == ReportStatus.SENT and self.trigger != ReportTrigger.RECONCILE
+
     def get_stripe_dashboard_url(self) -> str:
         return stripe_dashboard.url_for(self.customer_id, self.livemode)
+
+
+class PeriodReconciliation(models.Model):
+    """
+    The latest comparison, for one customer, meter and window-aligned period, of the
+    usage source's total, what the ledger sent, and what Stripe's meter event summaries
+    hold. Drift is Stripe minus the ledger; a correction is a compensating meter event.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok", "In agreement"
+        DRIFT = "drift", "Drift"
+        CORRECTED = "corrected", "Corrected"
+        UNKNOWN = "unknown", "Could not check"
+
+    customer = models.ForeignKey(
+        "djstripe.Customer", to_field="id", db_constraint=False,
+        on_delete=models.DO_NOTHING, related_name="usage_reconciliations",
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="reconciliations")
+    livemode = models.BooleanField(default=False)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    usage_until = models.DateTimeField(help_text="The ledger's last reported window end.")
+    source_total = models.DecimalField(
+        **USAGE_DECIMAL, null=True, blank=True,
+        help_text="The source's total from period start to usage until.",
+    )
+    ledger_units = models.DecimalField(**USAGE_DECIMAL, help_text="Sent by the period's reports.")
+    stripe_units = models.DecimalField(
+        **USAGE_DECIMAL, null=True, blank=True, help_text="Stripe's meter event summary."
+    )
+    drift = models.DecimalField(
+        **USAGE_DECIMAL, null=True, blank=True, help_text="Stripe minus the ledger."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices)
+    error = models.TextField(blank=True)
+    correction = models.ForeignKey(
+        UsageReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    checked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "meter", "period_start"],
+                name="reconciliation_one_per_customer_meter_period",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.customer_id} {self.meter_id} {self.period_start:%Y-%m-%d %H:%M}: {self.status}"
+
+    @property
+    def unreported_units(self):
+        """Usage the source has that no report has sent yet (the next run sends it)."""
+        if self.source_total is None:
+            return None
+        return self.source_total.to_integral_value(rounding="ROUND_DOWN") - self.ledger_units

@@ -165,8 +165,8 @@ def target_of_report(report: UsageReport) -> ReportTarget:
 
 
 def sent_total(target: ReportTarget) -> Decimal:
-    """What the ledger says has reached Stripe for this item, meter and period."""
-    return ledger_rows(target).filter(status=UsageReport.Status.SENT).aggregate(
+    """What this period's reports have sent toward the source's total (not corrections)."""
+    return ledger_rows(target).filter(UsageReport.COUNTS_TOWARD_TOTAL).aggregate(
         total=Sum("value_sent")
     )["total"] or Decimal(0)
 

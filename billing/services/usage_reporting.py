@@ -196,7 +196,7 @@ def _claim(target, usage_until, total, reportable, trigger):
         rows = list(selectors.ledger_rows(target).select_for_update().order_by("sequence"))
         if any(row.status == Status.PENDING for row in rows):
             return None
-        sent = sum((row.value_sent for row in rows if row.status == Status.SENT), Decimal(0))
+        sent = sum((row.value_sent for row in rows if row.counts_toward_total), Decimal(0))
         value = reportable - sent
         last = rows[-1] if rows else None
         if value == 0:
@@ -204,7 +204,7 @@ def _claim(target, usage_until, total, reportable, trigger):
         timestamp = target.period.event_timestamp(usage_until)
         rejection = timestamp_rejection(timestamp, timezone.now())
         status = Status.FAILED if rejection else Status.PENDING
-        report = _new_row(target, usage_until, total, value, status, trigger, next_sequence=_next(last))
+        report = new_report_row(target, usage_until, total, value, status, trigger, next_sequence=_next(last))
         report.event_timestamp = timestamp
         report.error = rejection or ""
         report.save()
@@ -217,7 +217,7 @@ def _skip(target, usage_until, total, last, trigger) -> UsageReport:
         last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
         last.save(update_fields=["usage_until", "usage_total", "trigger", "updated"])
         return last
-    report = _new_row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, _next(last))
+    report = new_report_row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, _next(last))
     report.save()
     return report
 
@@ -234,13 +234,13 @@ def _record_without_sending(target, usage_until, total, status, error, trigger, 
             last.save(update_fields=["usage_until", "usage_total", "trigger", "attempts", "updated"])
             report = last
         else:
-            report = _new_row(target, usage_until, total, Decimal(0), status, trigger, _next(last))
+            report = new_report_row(target, usage_until, total, Decimal(0), status, trigger, _next(last))
             report.error, report.attempts = error, 1
             report.save()
     return ReportOutcome(target, usage_until, total, Decimal(0), status, error, report)
 
 
-def _new_row(target, usage_until, total, value, status, trigger, next_sequence) -> UsageReport:
+def new_report_row(target, usage_until, total, value, status, trigger, next_sequence) -> UsageReport:
     return UsageReport(
         customer_id=target.customer_id,
         subscription_id=target.subscription_id,

@@ -1,0 +1,183 @@
+"""
+Compare, per customer, meter and period, the usage source, the ledger and Stripe.
+
+Stripe's meter event summaries are eventually consistent and its read allocation is
+limited, so only periods whose last report settled a while ago are checked, with one
+summary request each. Drift (Stripe minus the ledger) can be corrected with a
+compensating meter event, sent through the same ledger-first path as every report.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_DOWN, Decimal
+
+import stripe
+from django.db import transaction
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
+from djstripe.models import Customer
+
+from .. import selectors, stripe_api
+from ..models import Meter, PeriodReconciliation, UsageReport
+from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
+from .periods import STRIPE_TIMESTAMP_MAX_AGE
+from .usage_reporting import new_report_row, send_report
+
+Status = PeriodReconciliation.Status
+# Stripe's summaries lag behind the meter events they count.
+DEFAULT_SETTLE_DELAY = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class LedgerPeriod:
+    customer_id: str
+    meter: Meter
+    period_start: object
+    period_end: object
+    usage_until: object
+    ledger_units: Decimal
+
+
+def reconcile(
+    *, customer_ids=None, correct=False, settle_delay=DEFAULT_SETTLE_DELAY, source=None, client=None
+) -> list[PeriodReconciliation]:
+    now = timezone.now()
+    client = client or stripe_api.get_client()
+    periods = ledger_periods(customer_ids=customer_ids, settled_before=now - settle_delay, since=now - STRIPE_TIMESTAMP_MAX_AGE)
+    source_totals, source_errors = _source_totals(source or get_usage_source(), periods)
+    results = []
+    for period in periods:
+        result = _check(period, client, source_totals.get(period), source_errors.get(period.meter.id))
+        if correct and result.status == Status.DRIFT:
+            _correct(result, period, client)
+        results.append(result)
+    return results
+
+
+def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPeriod]:
+    """Periods the ledger has sent usage for, with no report in flight or just sent."""
+    rows = UsageReport.objects.filter(period_end__gt=since)
+    if customer_ids is not None:
+        rows = rows.filter(customer_id__in=customer_ids)
+    grouped = (
+        rows.values("customer_id", "meter_id", "period_start", "period_end")
+        .annotate(
+            ledger_units=Sum("value_sent", filter=UsageReport.COUNTS_TOWARD_TOTAL, default=Decimal(0)),
+            usage_until=Max("usage_until"),
+            last_change=Max("updated"),
+            in_flight=Max("id", filter=Q(status=UsageReport.Status.PENDING)),
+        )
+        .filter(last_change__lt=settled_before, in_flight__isnull=True)
+        .order_by("customer_id", "meter_id", "period_start")
+    )
+    meters = {m.id: m for m in Meter.objects.all()}
+    return [
+        LedgerPeriod(
+            row["customer_id"], meters[row["meter_id"]], row["period_start"], row["period_end"],
+            row["usage_until"], row["ledger_units"],
+        )
+        for row in grouped
+    ]
+
+
+def _source_totals(source, periods):
+    """One batched source query per meter, as the reporting run makes."""
+    subjects = _subjects({p.customer_id for p in periods})
+    requests = defaultdict(dict)
+    for period in periods:
+        if subjects.get(period.customer_id):
+            request = UsageRequest(subjects[period.customer_id], period.period_start, period.usage_until)
+            requests[period.meter][period] = request
+    totals, errors = {}, {}
+    for meter, by_period in requests.items():
+        try:
+            answers = source.totals(meter.source_meter_slug, meter.window_size, list(set(by_period.values())))
+        except UsageSourceError as exc:
+            errors[meter.id] = f"usage source {source.name}: {exc}"
+            continue
+        totals.update({period: answers.get(request) for period, request in by_period.items()})
+    return totals, errors
+
+
+def _subjects(customer_ids) -> dict[str, str | None]:
+    metadata = dict(Customer.objects.filter(id__in=customer_ids).values_list("id", "stripe_data__metadata"))
+    subjects = {}
+    for customer_id in customer_ids:
+        try:
+            subjects[customer_id] = selectors.subject_for(customer_id, metadata.get(customer_id))
+        except selectors.SubjectMappingError:
+            subjects[customer_id] = None
+    return subjects
+
+
+def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodReconciliation:
+    fields = {
+        "livemode": period.meter.livemode,
+        "period_end": period.period_end,
+        "usage_until": period.usage_until,
+        "ledger_units": period.ledger_units,
+        "source_total": source_total,
+        "correction": None,
+    }
+    try:
+        stripe_units = stripe_summary_total(client, period)
+    except stripe.StripeError as exc:
+        fields.update(stripe_units=None, drift=None, status=Status.UNKNOWN,
+                      error=f"Stripe's meter event summary: {exc.user_message or exc}")
+    else:
+        drift = stripe_units - period.ledger_units
+        fields.update(stripe_units=stripe_units, drift=drift, status=Status.DRIFT if drift else Status.OK,
+                      error=source_error or "")
+    result, _ = PeriodReconciliation.objects.update_or_create(
+        customer_id=period.customer_id, meter=period.meter, period_start=period.period_start, defaults=fields
+    )
+    return result
+
+
+def stripe_summary_total(client, period: LedgerPeriod) -> Decimal:
+    """Stripe's total of the customer's events stamped inside the aligned period."""
+    end = min(period.period_end, _next_minute(timezone.now()))
+    summaries = client.v1.billing.meters.event_summaries.list(
+        period.meter.id,
+        {
+            "customer": period.customer_id,
+            "start_time": int(period.period_start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "limit": 100,
+        },
+    )
+    return sum((Decimal(str(s.aggregated_value)) for s in summaries.auto_paging_iter()), Decimal(0))
+
+
+def _next_minute(moment):
+    return moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def _correct(result: PeriodReconciliation, period: LedgerPeriod, client) -> None:
+    """Send the compensating event: Stripe minus drift equals what the ledger sent."""
+    with transaction.atomic():
+        rows = list(
+            UsageReport.objects.select_for_update()
+            .filter(customer_id=period.customer_id, meter=period.meter, period_start=period.period_start)
+            .order_by("sequence")
+        )
+        anchor = next((r for r in reversed(rows) if r.counts_toward_total), None)
+        if anchor is None or any(r.status == UsageReport.Status.PENDING for r in rows):
+            return
+        sequence = rows[-1].sequence + 1
+        correction = new_report_row(
+            selectors.target_of_report(anchor), anchor.usage_until, None,
+            -result.drift.to_integral_value(rounding=ROUND_DOWN),
+            UsageReport.Status.PENDING, UsageReport.Trigger.RECONCILE, sequence,
+        )
+        # Stamped where the period's own events are, so Stripe counts it in that period.
+        correction.event_timestamp = anchor.event_timestamp
+        correction.save()
+    send_report(correction, client)
+    result.correction = correction
+    if correction.status == UsageReport.Status.SENT:
+        result.status = Status.CORRECTED
+    else:
+        result.error = f"the correction was not sent: {correction.error}"
+    result.save(update_fields=["correction", "status", "error", "checked_at"])

@@ -1,0 +1,88 @@
+"""Reconciliation: source, ledger and Stripe's summaries per customer, meter and period."""
+
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+from unittest import mock
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from billing import stripe_api
+from billing.models import PeriodReconciliation, UsageReport
+from billing.services import reconciliation
+
+pytestmark = pytest.mark.django_db
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def reported(billing):
+    """Ten units reported for the current period, settled long enough to be checked."""
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.run(as_of=billing.period.start + 2 * HOUR)
+    return billing
+
+
+def check(billing, **options):
+    return reconciliation.reconcile(settle_delay=timedelta(0), source=billing.source, **options)
+
+
+def test_agreement_is_recorded_with_all_three_totals(reported):
+    [result] = check(reported)
+    assert (result.status, result.ledger_units, result.stripe_units, result.drift) == ("ok", 10, 10, 0)
+    assert result.source_total == Decimal(10) and result.unreported_units == 0
+
+
+def test_unreported_usage_is_not_drift(reported):
+    reported.source.add(reported.customer_id, reported.period.start + timedelta(minutes=90), 4)  # late
+    [result] = check(reported)
+    assert result.status == "ok" and result.unreported_units == Decimal(4)
+
+
+def lose_in_stripe(billing, value):
+    """Stripe ends up with a different total than the ledger (e.g. an event sent outside Epsilon)."""
+    stripe_api.get_client().v1.billing.meter_events.create({
+        "event_name": "epsilon_execution_duration",
+        "payload": {"stripe_customer_id": billing.customer_id, "value": str(value)},
+        "timestamp": int((billing.period.start + HOUR).timestamp()),
+    })
+
+
+def test_drift_is_found_and_corrected_with_a_compensating_event(reported):
+    lose_in_stripe(reported, 3)
+
+    [found] = check(reported)
+    assert (found.status, found.stripe_units, found.drift) == ("drift", 13, 3)
+
+    [fixed] = check(reported, correct=True)
+    assert fixed.status == "corrected"
+    assert fixed.correction.value_sent == Decimal(-3) and fixed.correction.trigger == "reconcile"
+    assert reported.stripe_total() == Decimal(10)
+
+    [after] = check(reported)
+    assert after.status == "ok"
+    # The correction is not usage: the next report still sends nothing new.
+    [outcome] = reported.run(as_of=reported.period.start + 2 * HOUR).outcomes
+    assert outcome.status == "skipped" and reported.stripe_total() == Decimal(10)
+
+
+def test_periods_just_reported_are_left_for_later(reported):
+    assert reconciliation.reconcile(settle_delay=timedelta(hours=1), source=reported.source) == []
+
+
+def test_command_prints_each_period_and_fails_on_drift(reported):
+    lose_in_stripe(reported, 2)
+    out = StringIO()
+    with mock.patch.object(reconciliation, "get_usage_source", return_value=reported.source):
+        with pytest.raises(CommandError, match="1 period\\(s\\) disagree with Stripe.*--correct"):
+            call_command("reconcile_usage", "--settle-minutes", "0", stdout=out)
+        line = out.getvalue().splitlines()[0]
+        assert f"customer: {reported.customer_id}, meter: m1" in line
+        assert "source: 10.000000, ledger: 10, stripe: 12, drift: +2, status: drift" in line
+
+        out = StringIO()
+        call_command("reconcile_usage", "--settle-minutes", "0", "--correct", stdout=out)
+        assert "status: corrected" in out.getvalue()
+    assert PeriodReconciliation.objects.get().status == "corrected"
+    assert UsageReport.objects.filter(trigger="reconcile").count() == 1
