@@ -15,10 +15,10 @@ DEFAULT_METERS = [
     {
         "slug": "m1",
         "name": "Epsilon execution duration",
-        "description": "Execution duration of Epsilon functions, in milliseconds.",
+        "description": "Billed execution time of Epsilon functions: whole seconds, each execution rounded up.",
         "eventType": "epsilon.execution",
         "aggregation": "SUM",
-        "valueProperty": "$.duration_ms",
+        "valueProperty": "$.billed_seconds",
         "windowSize": "HOUR",
     }
 ]

@@ -20,7 +20,7 @@ MISSING = object()
 def parse(path: str) -> tuple[str, ...]:
     """The keys of `path`, or ValueError naming what is unsupported."""
     if not isinstance(path, str) or not path.startswith("$"):
-        raise ValueError(f"JSONPath {path!r} must start with '$', e.g. $.duration_ms")
+        raise ValueError(f"JSONPath {path!r} must start with '$', e.g. $.billed_seconds")
     keys, pos = [], 1
     while pos < len(path):
         match = _SEGMENT.match(path, pos)
@@ -32,7 +32,7 @@ def parse(path: str) -> tuple[str, ...]:
         keys.append(next(g for g in match.group("dot", "single", "double") if g is not None))
         pos = match.end()
     if not keys:
-        raise ValueError(f"JSONPath {path!r} must name a property, e.g. $.duration_ms")
+        raise ValueError(f"JSONPath {path!r} must name a property, e.g. $.billed_seconds")
     return tuple(keys)
 
 

@@ -48,7 +48,7 @@ class MeterDefinition(models.Model):
     value_property = models.CharField(
         max_length=255,
         blank=True,
-        help_text="JSONPath into the event's data, e.g. $.duration_ms (ignored for COUNT). "
+        help_text="JSONPath into the event's data, e.g. $.billed_seconds (ignored for COUNT). "
         "SUM and MAX need a number or numeric string there, UNIQUE_COUNT a string.",
     )
     group_by = models.JSONField(
@@ -92,7 +92,7 @@ class MeterDefinition(models.Model):
         errors = {}
         if self.aggregation != Aggregation.COUNT:
             if not self.value_property:
-                errors["value_property"] = f"{self.aggregation} needs a value property, e.g. $.duration_ms."
+                errors["value_property"] = f"{self.aggregation} needs a value property, e.g. $.billed_seconds."
             else:
                 try:
                     jsonpath.parse(self.value_property)

@@ -4,6 +4,7 @@ same hour always yields the same events and ids, so reruns and overlapping range
 are deduplicated by the meter instead of double counted.
 """
 
+import math
 import random
 import secrets
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ ACTIVE_STATUSES = ["active", "trialing"]
 class Simulation:
     events: list[dict] = field(default_factory=list)
     duration_ms: dict[str, int] = field(default_factory=dict)
+    billed_seconds: dict[str, int] = field(default_factory=dict)
     executions: dict[str, int] = field(default_factory=dict)
 
 
@@ -51,12 +53,14 @@ def generate(subjects: Sequence[str], *, hours: int, until: datetime, seed: int 
     for subject in subjects:
         # A busy or quiet customer, the same one on every run with this seed.
         busyness = random.Random(f"{run}:{subject}").uniform(0.3, 1.0)
-        sim.duration_ms[subject] = sim.executions[subject] = 0
+        sim.duration_ms[subject] = sim.billed_seconds[subject] = sim.executions[subject] = 0
         for h in range(hours):
             hour = first_hour + timedelta(hours=h)
             rng = random.Random(f"{run}:{subject}:{hour.isoformat()}")
             for n in range(rng.randint(0, round(12 * busyness))):
                 duration = max(1, round(rng.lognormvariate(5.0, 1.0)))  # ~150 ms median, long tail
+                # Epsilon bills whole seconds, each execution rounded up (the meter sums these).
+                billed = math.ceil(duration / 1000)
                 sim.events.append(
                     {
                         "specversion": "1.0",
@@ -66,9 +70,14 @@ def generate(subjects: Sequence[str], *, hours: int, until: datetime, seed: int 
                         "subject": subject,
                         "time": _rfc3339(hour + timedelta(milliseconds=rng.randrange(3_600_000))),
                         "datacontenttype": "application/json",
-                        "data": {"duration_ms": duration, "function": rng.choice(FUNCTIONS)},
+                        "data": {
+                            "duration_ms": duration,
+                            "billed_seconds": billed,
+                            "function": rng.choice(FUNCTIONS),
+                        },
                     }
                 )
                 sim.duration_ms[subject] += duration
+                sim.billed_seconds[subject] += billed
                 sim.executions[subject] += 1
     return sim

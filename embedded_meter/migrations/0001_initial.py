@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
                 ('description', models.CharField(blank=True, max_length=1024)),
                 ('event_type', models.CharField(help_text='The CloudEvents `type` this meter counts, e.g. epsilon.execution.', max_length=255)),
                 ('aggregation', models.CharField(choices=[('SUM', 'Sum'), ('COUNT', 'Count'), ('MAX', 'Max'), ('UNIQUE_COUNT', 'Unique count')], max_length=16)),
-                ('value_property', models.CharField(blank=True, help_text="JSONPath into the event's data, e.g. $.duration_ms (ignored for COUNT). SUM and MAX need a number or numeric string there, UNIQUE_COUNT a string.", max_length=255)),
+                ('value_property', models.CharField(blank=True, help_text="JSONPath into the event's data, e.g. $.billed_seconds (ignored for COUNT). SUM and MAX need a number or numeric string there, UNIQUE_COUNT a string.", max_length=255)),
                 ('group_by', models.JSONField(blank=True, default=dict, help_text='Named JSONPaths to group by, e.g. {"region": "$.region"}.')),
                 ('window_size', models.CharField(choices=[('MINUTE', 'Minute'), ('HOUR', 'Hour'), ('DAY', 'Day')], default='HOUR', help_text='The finest window this meter can be queried by.', max_length=8)),
                 ('event_from', models.DateTimeField(blank=True, help_text="Ignore events before this time (OpenMeter's eventFrom).", null=True)),

@@ -5,10 +5,10 @@ from django.db import migrations
 DEFAULT_METER = {
     "slug": "m1",
     "name": "Epsilon execution duration",
-    "description": "Execution duration of Epsilon functions, in milliseconds.",
+    "description": "Billed execution time of Epsilon functions: whole seconds, each execution rounded up.",
     "event_type": "epsilon.execution",
     "aggregation": "SUM",
-    "value_property": "$.duration_ms",
+    "value_property": "$.billed_seconds",
     "group_by": {},
     "window_size": "HOUR",
 }

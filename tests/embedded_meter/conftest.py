@@ -16,7 +16,7 @@ def ingest_token(settings):
 
 
 def cloudevent(**overrides) -> dict:
-    """A valid epsilon.execution CloudEvent for meter m1 (SUM of $.duration_ms)."""
+    """A valid epsilon.execution CloudEvent for meter m1 (SUM of $.billed_seconds)."""
     event = {
         "specversion": "1.0",
         "id": f"evt-{next(_ids)}",
@@ -24,7 +24,7 @@ def cloudevent(**overrides) -> dict:
         "type": "epsilon.execution",
         "subject": "cus_A",
         "time": "2026-11-01T10:15:00Z",
-        "data": {"duration_ms": 100},
+        "data": {"billed_seconds": 100},
     }
     event.update(overrides)
     return {k: v for k, v in event.items() if v is not ...}

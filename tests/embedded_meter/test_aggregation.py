@@ -159,8 +159,8 @@ def test_event_from_excludes_older_events():
     assert list(totals("m_test", "MINUTE", ("cus_A", T0, T0 + WINDOWS["HOUR"])).values()) == [2]
 
 
-def test_default_meter_m1_sums_duration_ms():
-    services.ingest_events([cloudevent(time=iso(T0), data={"duration_ms": 1500}), cloudevent(time=iso(T0), data={"duration_ms": 20})])
+def test_default_meter_m1_sums_billed_seconds():
+    services.ingest_events([cloudevent(time=iso(T0), data={"billed_seconds": 1500}), cloudevent(time=iso(T0), data={"billed_seconds": 20})])
     assert list(totals("m1", "HOUR", ("cus_A", T0, T0 + WINDOWS["HOUR"])).values()) == [1520]
 
 

@@ -36,7 +36,7 @@ def test_an_invalid_meter_setting_fails_loudly(settings):
     "fields, error_field",
     [
         ({"aggregation": "SUM", "value_property": ""}, "value_property"),
-        ({"value_property": "duration_ms"}, "value_property"),
+        ({"value_property": "billed_seconds"}, "value_property"),
         ({"value_property": "$.items[0]"}, "value_property"),
         ({"slug": "Bad-Slug"}, "slug"),
         ({"group_by": {"subject": "$.x"}}, "group_by"),
@@ -56,7 +56,7 @@ def test_seed_migration_creates_m1_once():
     seed(apps, None)
     m1 = MeterDefinition.objects.get()
     assert (m1.slug, m1.event_type, m1.aggregation, m1.value_property, m1.window_size) == (
-        "m1", "epsilon.execution", "SUM", "$.duration_ms", "HOUR",
+        "m1", "epsilon.execution", "SUM", "$.billed_seconds", "HOUR",
     )
 
 

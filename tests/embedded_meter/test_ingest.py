@@ -32,13 +32,13 @@ def assert_problem(response, field, *, index=None, status=400):
 
 
 def test_single_event_is_stored_with_utc_time(api):
-    event = cloudevent(id="e1", time="2026-11-01T12:15:30.123456789+02:00", data={"duration_ms": 250})
+    event = cloudevent(id="e1", time="2026-11-01T12:15:30.123456789+02:00", data={"billed_seconds": 250})
     response = api.post(event)
     assert response.status_code == 204
     stored = Event.objects.get()
     assert (stored.event_id, stored.source, stored.type, stored.subject) == ("e1", "tests", "epsilon.execution", "cus_A")
     assert stored.time == datetime(2026, 11, 1, 10, 15, 30, 123456, tzinfo=UTC)
-    assert stored.data == {"duration_ms": 250}
+    assert stored.data == {"billed_seconds": 250}
     assert stored.ingested_at is not None
 
 
@@ -86,8 +86,8 @@ def test_csrf_is_not_required(db):
 def test_resent_event_is_accepted_and_stored_once(api):
     event = cloudevent(id="same")
     assert api.post(event).status_code == 204
-    assert api.post({**event, "data": {"duration_ms": 999}}).status_code == 204
-    assert Event.objects.get().data == {"duration_ms": 100}
+    assert api.post({**event, "data": {"billed_seconds": 999}}).status_code == 204
+    assert Event.objects.get().data == {"billed_seconds": 100}
 
 
 def test_same_id_from_another_source_is_another_event(api):
@@ -105,20 +105,20 @@ def test_duplicate_inside_one_batch_is_stored_once(api):
 def test_duplicate_stored_by_a_concurrent_request_after_validation(api, monkeypatch):
     # Another request commits the same (source, id) between our validation and our
     # insert: the database constraint, not a pre-check, must absorb it.
-    event = cloudevent(id="raced", data={"duration_ms": 5})
+    event = cloudevent(id="raced", data={"billed_seconds": 5})
     real = validation.validate_events
 
     def validate_then_race(*args, **kwargs):
         result = real(*args, **kwargs)
         Event.objects.create(
             event_id="raced", source="tests", type="epsilon.execution", subject="cus_A",
-            time=datetime(2026, 11, 1, tzinfo=UTC), data={"duration_ms": 7},
+            time=datetime(2026, 11, 1, tzinfo=UTC), data={"billed_seconds": 7},
         )
         return result
 
     monkeypatch.setattr(validation, "validate_events", validate_then_race)
     assert api.post(event).status_code == 204
-    assert list(Event.objects.values_list("data", flat=True)) == [{"duration_ms": 7}]
+    assert list(Event.objects.values_list("data", flat=True)) == [{"billed_seconds": 7}]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -163,20 +163,20 @@ def test_concurrent_duplicate_requests_store_one_event(postgres_only):
         ({"time": "2026-11-01T10:00:00"}, "time"),  # no offset: not RFC 3339
         ({"time": "2026-13-01T10:00:00Z"}, "time"),
         ({"data": [1, 2]}, "data"),
-        ({"data": "duration_ms=5"}, "data"),
+        ({"data": "billed_seconds=5"}, "data"),
         ({"datacontenttype": "text/plain"}, "datacontenttype"),
         ({"data_base64": "AAAA"}, "data_base64"),
-        ({"data": {}}, "data.duration_ms"),  # m1 sums $.duration_ms
-        ({"data": {"duration_ms": "fast"}}, "data.duration_ms"),
-        ({"data": {"duration_ms": True}}, "data.duration_ms"),
-        ({"data": None}, "data.duration_ms"),
+        ({"data": {}}, "data.billed_seconds"),  # m1 sums $.billed_seconds
+        ({"data": {"billed_seconds": "fast"}}, "data.billed_seconds"),
+        ({"data": {"billed_seconds": True}}, "data.billed_seconds"),
+        ({"data": None}, "data.billed_seconds"),
     ],
 )
 def test_invalid_event_is_a_400_naming_the_field(api, overrides, field):
     body = assert_problem(api.post(cloudevent(**overrides)), field)
     assert Event.objects.count() == 0
-    if field == "data.duration_ms":
-        assert "$.duration_ms" in body["detail"] and "'m1'" in body["detail"]
+    if field == "data.billed_seconds":
+        assert "$.billed_seconds" in body["detail"] and "'m1'" in body["detail"]
 
 
 def test_unique_count_value_must_be_a_string(api):
@@ -186,7 +186,7 @@ def test_unique_count_value_must_be_a_string(api):
 
 
 def test_numeric_strings_are_accepted_for_sum(api):
-    assert api.post(cloudevent(data={"duration_ms": "12.5"})).status_code == 204
+    assert api.post(cloudevent(data={"billed_seconds": "12.5"})).status_code == 204
 
 
 def test_invalid_event_in_a_batch_names_its_index_and_nothing_is_stored(api):
@@ -206,7 +206,7 @@ def test_unknown_content_type(api, content_type):
     "body, content_type",
     [
         ("{not json", "application/cloudevents+json"),
-        ('{"duration_ms": NaN}', "application/json"),
+        ('{"billed_seconds": NaN}', "application/json"),
         ([{"id": "x"}], "application/cloudevents+json"),  # an array sent as a single event
         ({"id": "x"}, "application/cloudevents-batch+json"),
         ("42", "application/json"),
@@ -250,5 +250,5 @@ def test_get_is_not_allowed(api):
 
 
 def test_stored_value_is_exact(api):
-    assert api.post(cloudevent(data={"duration_ms": 0.1})).status_code == 204
-    assert Decimal(str(Event.objects.get().data["duration_ms"])) == Decimal("0.1")
+    assert api.post(cloudevent(data={"billed_seconds": 0.1})).status_code == 204
+    assert Decimal(str(Event.objects.get().data["billed_seconds"])) == Decimal("0.1")

@@ -80,8 +80,8 @@ def test_meters_are_listed_in_openmeters_shape(api, usage):
     meters = {m["slug"]: m for m in api.get("/api/v1/meters").json()}
     assert meters["m1"] == {
         "id": "m1", "slug": "m1", "name": "Epsilon execution duration",
-        "description": "Execution duration of Epsilon functions, in milliseconds.",
-        "aggregation": "SUM", "eventType": "epsilon.execution", "valueProperty": "$.duration_ms",
+        "description": "Billed execution time of Epsilon functions: whole seconds, each execution rounded up.",
+        "aggregation": "SUM", "eventType": "epsilon.execution", "valueProperty": "$.billed_seconds",
         "groupBy": {}, "windowSize": "HOUR",
     }
     assert meters["m_test"]["groupBy"] == {"region": "$.region"}

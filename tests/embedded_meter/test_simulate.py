@@ -51,7 +51,8 @@ def test_summary_matches_what_the_meter_reports():
     requests = [UsageRequest(s, UNTIL - timedelta(hours=5), UNTIL) for s in ("cus_X", "cus_Y")]
     totals = EmbeddedUsageSource().totals("m1", "HOUR", requests)
     for request in requests:
-        assert totals[request] == sim.duration_ms[request.subject]
+        assert totals[request] == sim.billed_seconds[request.subject]
+        assert f"{sim.billed_seconds[request.subject]:,} billed seconds" in out
         assert f"{sim.duration_ms[request.subject]:,} ms" in out
     assert f"{len(sim.events)} executions for 2 subject(s)" in out
 

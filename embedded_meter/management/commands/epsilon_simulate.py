@@ -13,7 +13,7 @@ BATCH = 5000
 class Command(BaseCommand):
     help = (
         "Load sample Epsilon executions (CloudEvents of type epsilon.execution with "
-        "data.duration_ms) into the embedded meter, for the customers with an active "
+        "data.duration_ms and data.billed_seconds) into the embedded meter, for the customers with an active "
         "subscription (or --subject ids, or synthetic ids if there are none), through "
         "the same ingest path as POST /api/v1/events. Deterministic with --seed."
     )
@@ -58,7 +58,10 @@ class Command(BaseCommand):
         )
         width = max(len(s) for s in subjects)
         for s in subjects:
-            self.stdout.write(f"  {s:<{width}}  {sim.executions[s]:>6} executions  {sim.duration_ms[s]:>12,} ms")
+            self.stdout.write(
+                f"  {s:<{width}}  {sim.executions[s]:>6} executions  {sim.duration_ms[s]:>10,} ms"
+                f"  {sim.billed_seconds[s]:>8,} billed seconds"
+            )
 
     def _until(self, value):
         if value is None:
