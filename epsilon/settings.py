@@ -76,6 +76,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(exist_ok=True)  # the default database's folder, so a fresh clone just works
     # Take the write lock when a transaction begins and wait for a concurrent writer,
     # instead of failing with "database is locked" when two runs report at once.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -105,7 +106,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "billing": {"handlers": ["console"], "level": env.str("BILLING_LOG_LEVEL", "INFO")},
+        "billing": {"handlers": ["console"], "level": env.str("BILLING_LOG_LEVEL", "WARNING")},
     },
 }
 
