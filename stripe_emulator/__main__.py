@@ -37,13 +37,23 @@ def main(argv=None) -> int:
     parser.add_argument("--revoked-key", action="append", default=[],
                         help="an API key to answer with 401 'Expired API Key' (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="do not print one line per request")
+    parser.add_argument("--webhook-retry-delays", default=None, metavar="S,S,...",
+                        help="seconds between webhook delivery attempts (default: Stripe-like, "
+                             "up to days; e.g. 1,5,30 for a demo)")
+    parser.add_argument("--billing-tick", type=float, default=1.0,
+                        help="seconds between billing-cycle checks of the emulator clock "
+                             "(0: only when objects are read)")
     args = parser.parse_args(argv)
+    extra = {"billing_tick": args.billing_tick or None}
+    if args.webhook_retry_delays:
+        extra["webhook_retry_delays"] = tuple(
+            float(x) for x in args.webhook_retry_delays.split(",") if x.strip())
 
     if args.db:
         parent = os.path.dirname(os.path.abspath(args.db))
         os.makedirs(parent, exist_ok=True)
     server = EmulatorServer(args.host, args.port, db_path=args.db,
-                            revoked_keys=args.revoked_key, verbose=not args.quiet)
+                            revoked_keys=args.revoked_key, verbose=not args.quiet, **extra)
     state = (f"persistent, in {os.path.abspath(args.db)}" if args.db
              else "in memory (lost when the emulator stops; use --db PATH to keep it)")
     print(BANNER.format(url=server.url, version=DEFAULT_API_VERSION, state=state), flush=True)

@@ -3,30 +3,37 @@ to the control API."""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from werkzeug.wrappers import Request, Response
 
 from . import ids, jsonutil, middleware as mw
 from .context import ApiResponse, Ctx
 from .routing import ROUTES, Router
+from .scheduler import Scheduler
 from .store import Store
+from .webhooks import DEFAULT_RETRY_DELAYS, WebhookDispatcher
 
 
 def _load_resources() -> None:
     # Importing the modules registers their routes, renderers and expansions.
     from .resources import (  # noqa: F401
-        accounts, customers, meter_events, meters, prices, products, subscriptions,
+        accounts, customers, events, invoices, meter_events, meters, prices, products,
+        subscriptions, test_clocks, webhook_endpoints,
     )
 
 
 class EmulatorApp:
     def __init__(self, store: Store, revoked_keys: Iterable[str] = (),
-                 account_id: str = ids.ACCOUNT_ID, verbose: bool = False):
+                 account_id: str = ids.ACCOUNT_ID, verbose: bool = False,
+                 webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0):
         _load_resources()
         from .control import ControlApi
 
         self.store = store
+        self.webhooks = WebhookDispatcher(store, webhook_retry_delays, webhook_timeout)
+        self.scheduler = Scheduler(store, billing_tick)
         self.account_id = account_id
         self.revoked_keys = set(revoked_keys)
         self.verbose = verbose
@@ -34,6 +41,20 @@ class EmulatorApp:
         self.middlewares: List[Tuple[str, mw.Middleware]] = []
         self.reset_pipeline()
         self.control = ControlApi(self)
+
+    def close(self) -> None:
+        """Stop the background threads (the scheduler, webhook delivery)."""
+        self.scheduler.stop()
+        self.webhooks.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Until queued test clock advances have run and all webhook deliveries
+        (retries included) are done, or `timeout` seconds. True if idle."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        ok = self.scheduler.wait_idle(timeout)
+        return self.webhooks.flush(max(deadline - time.monotonic(), 0)) and ok
 
     # --- pipeline configuration -------------------------------------------
 

@@ -12,6 +12,11 @@ For tests, the demo and cross-process checks:
     GET  /_emulator/requests/<request id>
     GET  /_emulator/objects                   ?type=   (raw stored documents)
     GET  /_emulator/objects/<id>
+    GET  /_emulator/webhook_deliveries        ?event=&endpoint=&status=&type=  (attempts included)
+    POST /_emulator/webhooks/flush            timeout=10, include_retries=true: block until
+                                              no delivery is queued or running
+    POST /_emulator/wait                      timeout=10: also wait for test clocks advancing
+    POST /_emulator/billing/settle            run the billing cycle for the emulator clock now
 
 Params come from the query string, a form body or a JSON body.
 """
@@ -52,6 +57,10 @@ class ControlApi:
             Rule("/_emulator/requests/<req_id>", methods=["GET"], endpoint="request"),
             Rule("/_emulator/objects", methods=["GET"], endpoint="objects"),
             Rule("/_emulator/objects/<obj_id>", methods=["GET"], endpoint="object"),
+            Rule("/_emulator/webhook_deliveries", methods=["GET"], endpoint="deliveries"),
+            Rule("/_emulator/webhooks/flush", methods=["POST"], endpoint="flush"),
+            Rule("/_emulator/wait", methods=["POST"], endpoint="wait"),
+            Rule("/_emulator/billing/settle", methods=["POST"], endpoint="settle"),
         ])
 
     def handle(self, request: Request) -> Response:
@@ -146,6 +155,37 @@ class ControlApi:
         if obj is None:
             raise ControlError(f"No object {obj_id}.", 404)
         return obj
+
+
+    def do_deliveries(self, params):
+        data = self.app.webhooks.deliveries(event=params.get("event"),
+                                            endpoint=params.get("endpoint"),
+                                            status=params.get("status"),
+                                            type=params.get("type"))
+        return {"object": "list", "data": data, "count": len(data)}
+
+    def do_flush(self, params):
+        timeout = _float(params, "timeout", 10.0)
+        retries = _flag(params, "include_retries") if "include_retries" in params else True
+        done = self.app.webhooks.flush(timeout, include_retries=retries)
+        return {"done": done, "pending": self.app.webhooks.pending()}
+
+    def do_wait(self, params):
+        done = self.app.wait_idle(_float(params, "timeout", 10.0))
+        return {"done": done, "pending_webhooks": self.app.webhooks.pending()}
+
+    def do_settle(self, params):
+        from . import billing_cycle
+
+        billing_cycle.settle_all(self.store)
+        return {"settled": True, "now": self.store.now()}
+
+
+def _float(params: dict, name: str, default: float) -> float:
+    try:
+        return float(params.get(name, default))
+    except (TypeError, ValueError):
+        raise ControlError(f"{name} must be a number, got {params[name]!r}.")
 
 
 def _params(request: Request) -> dict:

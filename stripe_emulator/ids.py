@@ -21,6 +21,9 @@ LENGTHS = {
     "clock": 24,
     "in": 24,
     "evt": 24,
+    "il": 24,
+    "we": 24,
+    "whsec": 32,
 }
 
 # The emulator has one account; its id is stable across runs and databases.

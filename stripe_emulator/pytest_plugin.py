@@ -4,7 +4,8 @@ Enable with `pytest_plugins = ["stripe_emulator.pytest_plugin"]` in a root
 conftest.py. Fixtures:
 
 * `stripe_emulator_server` (session): one in-memory emulator per test process
-  on a free port, so pytest-xdist workers each get their own.
+  on a free port, so pytest-xdist workers each get their own. Webhook retries
+  are quick there (TEST_WEBHOOK_RETRY_DELAYS) instead of Stripe's hours.
 * `stripe_emulator` (function): the same server, reset (empty state, real
   time) before the test; returns a `StripeEmulator` handle.
 """
@@ -19,6 +20,7 @@ from .server import EmulatorServer
 from .store import Store
 
 TEST_API_KEY = "sk_test_EmulatorTestKey0000000000000000"
+TEST_WEBHOOK_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 LIVE_API_KEY = "sk_live_EmulatorLiveKey0000000000000000"
 
 
@@ -60,6 +62,39 @@ class StripeEmulator:
     def requests(self, method=None, path=None, path_prefix=None):
         return self.store.requests(method=method, path=path, path_prefix=path_prefix)
 
+    # --- billing cycle, events, webhooks ---
+    def events(self, type: Optional[str] = None) -> list:
+        """Emitted events, oldest first (raw stored documents)."""
+        out = list(reversed(self.store.all("event")))
+        return [e for e in out if type is None or e["type"] == type]
+
+    def invoices(self, customer: Optional[str] = None) -> list:
+        out = list(reversed(self.store.all("invoice")))
+        return [i for i in out if customer is None or i["customer"] == customer]
+
+    def advance_test_clock(self, clock_id: str, frozen_time: int, timeout: float = 10.0) -> dict:
+        """Advance a test clock through the API and wait until it is ready."""
+        import stripe
+
+        client = self.client()
+        client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": frozen_time})
+        if not self.server.app.scheduler.wait_idle(timeout):
+            raise TimeoutError(f"test clock {clock_id} still advancing after {timeout}s")
+        clock = client.v1.test_helpers.test_clocks.retrieve(clock_id)
+        if clock.status != "ready":
+            raise stripe.StripeError(f"test clock {clock_id} is {clock.status}")
+        return clock
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Test clocks advanced and webhook deliveries (retries included) done."""
+        return self.server.wait_idle(timeout)
+
+    def flush_webhooks(self, timeout: float = 10.0) -> bool:
+        return self.server.flush_webhooks(timeout)
+
+    def webhook_deliveries(self, **filters) -> list:
+        return self.app.webhooks.deliveries(**filters)
+
     def client(self, api_key: Optional[str] = None, **kwargs):
         """A stripe-python StripeClient aimed at the emulator (imports stripe lazily)."""
         import stripe
@@ -71,7 +106,7 @@ class StripeEmulator:
 
 @pytest.fixture(scope="session")
 def stripe_emulator_server():
-    server = EmulatorServer(port=0).start()
+    server = EmulatorServer(port=0, webhook_retry_delays=TEST_WEBHOOK_RETRY_DELAYS).start()
     try:
         yield server
     finally:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .app import EmulatorApp
 from .store import Store
+from .webhooks import DEFAULT_RETRY_DELAYS
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -24,14 +25,21 @@ class EmulatorServer:
             client = stripe.StripeClient(key, base_addresses={"api": server.url})
 
     `db_path` persists state in a SQLite file; without it, state is in memory.
+    `webhook_retry_delays`: seconds between delivery attempts (Stripe-like days
+    by default; tests pass e.g. (0.1, 0.2)). `billing_tick`: how often the
+    scheduler closes periods that real time passed (None: only lazily).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, db_path: Optional[str] = None,
                  revoked_keys: Iterable[str] = (), verbose: bool = False,
-                 store: Optional[Store] = None):
+                 store: Optional[Store] = None,
+                 webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0):
         self.host = host
         self.store = store or Store(db_path)
-        self.app = EmulatorApp(self.store, revoked_keys=revoked_keys, verbose=verbose)
+        self.app = EmulatorApp(self.store, revoked_keys=revoked_keys, verbose=verbose,
+                               webhook_retry_delays=webhook_retry_delays,
+                               webhook_timeout=webhook_timeout, billing_tick=billing_tick)
         self._server = make_server(host, port, self.app, threaded=True,
                                    request_handler=_QuietHandler)
         self._server.daemon_threads = True
@@ -58,6 +66,7 @@ class EmulatorServer:
             self._server.serve_forever()
         finally:
             self._server.server_close()
+            self.app.close()
             self.store.close()
 
     def stop(self) -> None:
@@ -66,7 +75,15 @@ class EmulatorServer:
             self._thread.join(timeout=10)
             self._thread = None
         self._server.server_close()
+        self.app.close()
         self.store.close()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """See EmulatorApp.wait_idle: test clocks advanced, webhooks delivered."""
+        return self.app.wait_idle(timeout)
+
+    def flush_webhooks(self, timeout: float = 10.0) -> bool:
+        return self.app.webhooks.flush(timeout)
 
     def __enter__(self) -> "EmulatorServer":
         return self.start()

@@ -100,6 +100,11 @@ class Store:
         self._requests: collections.deque = collections.deque(maxlen=request_log_size)
         self._requests_lock = threading.Lock()
         self._idempotency_writes = 0
+        # Work that must only happen once a transaction is committed (webhook
+        # deliveries of the events it created), and who wants to hear about it.
+        self._after_commit: list = []
+        self._listeners: list = []
+        self._reset_hooks: list = []
         state = self._meta_get("clock")
         if state:
             self.clock.load_state(json.loads(state))
@@ -109,6 +114,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Store"]:
         """Atomic and exclusive; nests (inner blocks join the outer one)."""
+        pending: list = []
         with self._lock:
             outer = self._depth == 0
             if outer:
@@ -120,11 +126,35 @@ class Store:
                 self._depth -= 1
                 if outer:
                     self._conn.execute("ROLLBACK")
+                    self._after_commit.clear()
                 raise
             else:
                 self._depth -= 1
                 if outer:
                     self._conn.execute("COMMIT")
+                    pending, self._after_commit = self._after_commit, []
+        # Outside the lock: listeners take their own locks.
+        for fn in pending:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` when the current transaction commits (dropped on rollback)."""
+        with self._lock:
+            if self._depth:
+                self._after_commit.append(fn)
+                return
+        fn()
+
+    def subscribe(self, fn: Callable[[str, dict], None]) -> None:
+        """`fn(kind, payload)` hears `publish` calls (e.g. kind "event")."""
+        self._listeners.append(fn)
+
+    def publish(self, kind: str, payload: dict) -> None:
+        """Tell listeners after the current transaction commits."""
+        self.after_commit(lambda: [fn(kind, payload) for fn in list(self._listeners)])
+
+    def on_reset(self, fn: Callable[[], None]) -> None:
+        self._reset_hooks.append(fn)
 
     def _exec(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -162,6 +192,8 @@ class Store:
         self.clock.reset()
         with self._requests_lock:
             self._requests.clear()
+        for fn in list(self._reset_hooks):
+            fn()
 
     # --- time ------------------------------------------------------------
 

@@ -7,12 +7,14 @@ subscriptions are canceled.
 
 from __future__ import annotations
 
+import copy
 import secrets
 
-from .. import expand, fixtures, ids, search
+from .. import billing_cycle, expand, fixtures, ids, search
 from ..errors import InvalidRequest
 from ..listing import list_object, paginate, range_filter, search_page
 from ..routing import LIST_PARAMS, route
+from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
 
 CREATE_PARAMS = ("address", "balance", "business_name", "cash_balance", "description", "email",
@@ -77,8 +79,15 @@ def _apply(ctx, customer: dict) -> None:
 def create(ctx):
     customer = base_fields(ctx, fixtures.template("customer"), ids.new_id("cus"))
     customer["invoice_prefix"] = secrets.token_hex(4).upper()
+    clock_id = ctx.str("test_clock")
+    if clock_id is not None:
+        # The customer lives on the clock's time from its creation on.
+        clock = fetch(ctx, clock_id, "test_helpers.test_clock", "test clock",
+                      param="test_clock")
+        customer.update({"test_clock": clock_id, "created": clock["frozen_time"]})
     _apply(ctx, customer)
     ctx.store.insert(customer)
+    events.created(ctx, customer, at=customer["created"])
     return respond(ctx, customer)
 
 
@@ -90,8 +99,10 @@ def retrieve(ctx, obj_id):
 @route("/v1/customers/<obj_id>", ["POST"], UPDATE_PARAMS)
 def update(ctx, obj_id):
     customer = fetch(ctx, obj_id, "customer", "customer")
+    before = copy.deepcopy(customer)
     _apply(ctx, customer)
     ctx.store.save(customer)
+    events.updated(ctx, before, customer, at=billing_cycle.customer_now(ctx.store, obj_id))
     return respond(ctx, customer)
 
 
@@ -99,11 +110,15 @@ def update(ctx, obj_id):
 def delete(ctx, obj_id):
     from .subscriptions import cancel_subscription
 
-    fetch(ctx, obj_id, "customer", "customer")
+    customer = fetch(ctx, obj_id, "customer", "customer")
+    billing_cycle.settle_customer(ctx.store, obj_id)
+    at = billing_cycle.customer_now(ctx.store, obj_id)
     for sub in ctx.store.all("subscription", ctx.livemode,
                              where=lambda s: s["customer"] == obj_id
                              and s["status"] not in ("canceled", "incomplete_expired")):
-        cancel_subscription(ctx, sub, reason="cancellation_requested")
+        cancel_subscription(ctx, sub, at=at, reason="cancellation_requested")
+        events.deleted(ctx, sub, at=at)
+    events.deleted(ctx, customer, at=at)
     tomb = deleted(obj_id, "customer")
     tomb["livemode"] = ctx.livemode  # kept for mode checks; stripped from the response
     ctx.store.save(tomb)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from .. import fixtures
+from .. import billing_cycle, fixtures
 from ..errors import InvalidRequest
 from ..routing import route
 from ..store import ACCEPTED, CANCELED, ERROR
@@ -66,7 +66,14 @@ def create(ctx):
         if not isinstance(value, str):
             raise InvalidRequest("Invalid string: {...}", param=f"payload[{key}]")
     identifier = ctx.str("identifier", max_length=100) or str(uuid.uuid4())
-    now = ctx.now()
+    meter, error = _find_meter(ctx, event_name)
+    value_key = meter["value_settings"]["event_payload_key"] if meter else "value"
+    customer_key = (meter["customer_mapping"]["event_payload_key"] if meter
+                    else "stripe_customer_id")
+    customer = payload.get(customer_key)
+    known = bool(customer) and _customer_exists(ctx, customer)
+    # The timestamp window follows the customer's time (its test clock, if any).
+    now = billing_cycle.customer_now(ctx.store, customer) if known else ctx.now()
     timestamp = ctx.int("timestamp")
     if timestamp is None:
         timestamp = now
@@ -78,21 +85,16 @@ def create(ctx):
         raise InvalidRequest(
             "The event timestamp cannot be more than 5 minutes in the future. Expected a "
             f"timestamp less than or equal to {now + FUTURE_WINDOW}.", param="timestamp")
-    if ctx.store.recent_meter_event(ctx.livemode, identifier, now - DEDUPE_WINDOW):
+    if ctx.store.recent_meter_event(ctx.livemode, identifier, ctx.now() - DEDUPE_WINDOW):
         raise InvalidRequest(f"An event already exists with identifier {identifier}.",
                              param="identifier", headers={"Stripe-Should-Retry": "false"})
 
-    meter, error = _find_meter(ctx, event_name)
-    value_key = meter["value_settings"]["event_payload_key"] if meter else "value"
-    customer_key = (meter["customer_mapping"]["event_payload_key"] if meter
-                    else "stripe_customer_id")
     value = payload.get(value_key)
     if value is not None and NUMBER.fullmatch(value) and significant_digits(value) > MAX_DIGITS:
         raise InvalidRequest(
             f"The value in the event payload can have at most {MAX_DIGITS} digits. "
             f"Received {value}.", code="meter_event_value_too_many_digits",
             param=f"payload[{value_key}]")
-    customer = payload.get(customer_key)
     message = None
     if error == "no_meter":
         message = f"No active meter was found for event_name '{event_name}'."
@@ -101,7 +103,7 @@ def create(ctx):
     elif not customer:
         error = "meter_event_no_customer_defined"
         message = f"The event payload has no customer under the key '{customer_key}'."
-    elif not _customer_exists(ctx, customer):
+    elif not known:
         error, message = "meter_event_customer_not_found", f"No such customer: '{customer}'."
     elif meter["default_aggregation"]["formula"] != "count":
         if value is None:
@@ -110,11 +112,15 @@ def create(ctx):
         elif not NUMBER.fullmatch(value):
             error = "meter_event_invalid_value"
             message = f"The value '{value}' in the event payload is not a number."
+    if known:
+        # An invoice whose grace period ended before this event arrived is final
+        # first, so a late event counts only while the invoice is a draft.
+        billing_cycle.settle_customer(ctx.store, customer)
     ctx.store.add_meter_event(
         livemode=ctx.livemode, identifier=identifier, event_name=event_name,
         meter=meter["id"] if meter else None, customer=customer,
         value=value if value is not None and NUMBER.fullmatch(value) else None,
-        timestamp=timestamp, created=now, payload=payload,
+        timestamp=timestamp, created=ctx.now(), payload=payload,
         status=ERROR if error else ACCEPTED, error_code=error, error_message=message)
 
     event = fixtures.template("billing.meter_event")
@@ -143,6 +149,8 @@ def create_adjustment(ctx):
         raise InvalidRequest(
             f"No meter event with identifier {identifier} and event_name {event_name} was "
             "received in the last 24 hours.", param="cancel[identifier]")
+    if event["customer"]:
+        billing_cycle.settle_customer(ctx.store, event["customer"])  # as for new events
     ctx.store.set_meter_event_status(event["seq"], CANCELED)
     adj = fixtures.template("billing.meter_event_adjustment")
     adj.update({"cancel": {"identifier": identifier}, "event_name": event_name,

@@ -11,6 +11,7 @@ emulated.
 
 from __future__ import annotations
 
+import copy
 import re
 
 from .. import errors, expand, fixtures, ids, search
@@ -20,6 +21,7 @@ from ..errors import InvalidRequest
 from ..listing import paginate, range_filter, search_page
 from ..routing import LIST_PARAMS, route
 from ..store import format_decimal
+from . import events
 from .common import fetch, respond, update_metadata
 
 CREATE_PARAMS = ("active", "billing_scheme", "currency", "currency_options",
@@ -196,6 +198,9 @@ def create(ctx):
         price["product"] = _create_product(ctx, product_data)
     _claim_lookup_key(ctx, price, lookup_key, bool(ctx.bool("transfer_lookup_key")))
     ctx.store.insert(price)
+    if product_data is not None:
+        events.created(ctx, ctx.store.get(price["product"], "product"))
+    events.created(ctx, price)
     return respond(ctx, price)
 
 
@@ -226,6 +231,7 @@ def retrieve(ctx, obj_id):
 @route("/v1/prices/<obj_id>", ["POST"], UPDATE_PARAMS)
 def update(ctx, obj_id):
     price = fetch(ctx, obj_id, "price", "price")
+    before = copy.deepcopy(price)
     if ctx.has("active"):
         price["active"] = ctx.bool("active", default=price["active"])
     if ctx.has("nickname"):
@@ -238,6 +244,7 @@ def update(ctx, obj_id):
                           bool(ctx.bool("transfer_lookup_key")))
     price["metadata"] = update_metadata(ctx, price.get("metadata"))
     ctx.store.save(price)
+    events.updated(ctx, before, price)
     return respond(ctx, price)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 from .. import errors, expand, fixtures, ids, search
 from ..errors import InvalidRequest
 from ..listing import paginate, range_filter, search_page
 from ..routing import LIST_PARAMS, route
+from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
 
 CREATE_PARAMS = ("active", "default_price_data", "description", "id", "images",
@@ -61,12 +63,16 @@ def create(ctx):
     product["type"] = ctx.str("type", default="service", choices=("good", "service"))
     _apply_common(ctx, product)
     ctx.store.insert(product)
+    price = None
     if ctx.has("default_price_data"):
         from .prices import create_price_from_data
         price = create_price_from_data(ctx, ctx.dict("default_price_data"), product["id"],
                                        "default_price_data")
         product["default_price"] = price["id"]
         ctx.store.save(product)
+    events.created(ctx, product)
+    if price is not None:
+        events.created(ctx, price)
     return respond(ctx, product)
 
 
@@ -78,6 +84,7 @@ def retrieve(ctx, obj_id):
 @route("/v1/products/<obj_id>", ["POST"], UPDATE_PARAMS)
 def update(ctx, obj_id):
     product = fetch(ctx, obj_id, "product", "product")
+    before = copy.deepcopy(product)
     if ctx.has("name"):
         product["name"] = ctx.str("name", required=True, max_length=5000)
     if ctx.has("default_price"):
@@ -92,16 +99,18 @@ def update(ctx, obj_id):
     _apply_common(ctx, product)
     product["updated"] = ctx.now()
     ctx.store.save(product)
+    events.updated(ctx, before, product)
     return respond(ctx, product)
 
 
 @route("/v1/products/<obj_id>", ["DELETE"])
 def delete(ctx, obj_id):
-    fetch(ctx, obj_id, "product", "product")
+    product = fetch(ctx, obj_id, "product", "product")
     if ctx.store.all("price", ctx.livemode, where=lambda p: p["product"] == obj_id):
         raise InvalidRequest(
             "This product cannot be deleted because it has one or more user-created prices.")
     ctx.store.delete(obj_id)
+    events.deleted(ctx, product)
     return deleted(obj_id, "product")
 
 

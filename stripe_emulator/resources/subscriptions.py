@@ -5,23 +5,28 @@
 
 Since 2025-03-31.basil the billing period lives on each item
 (`current_period_start`/`current_period_end`), not on the subscription.
-Periods are counted from `billing_cycle_anchor` (periods.py). They roll
-forward lazily: whenever a subscription is read or written, the emulator
-brings it up to the store clock (new period, or cancellation at `cancel_at`).
-Invoices at period boundaries are not generated yet (they come with test
-clocks), so `latest_invoice` is null.
+Periods are counted from `billing_cycle_anchor` (periods.py). They move on
+through the billing cycle (billing_cycle.py): each period end makes a draft
+invoice, sets `latest_invoice` and emits `customer.subscription.updated`,
+once, when the customer's time (its test clock, or the emulator clock)
+passes it; reads settle the customer first. No invoice is made when a
+subscription is created (Stripe makes one with `billing_reason:
+subscription_create`; the emulator leaves `latest_invoice` null until the
+first period closes).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import List
 
-from .. import errors, expand, fixtures, ids, periods, search
+from .. import billing_cycle, errors, expand, fixtures, ids, periods, search
 from ..context import MISSING, coerce_int, coerce_str
 from ..errors import InvalidRequest
 from ..listing import list_object, paginate, range_filter, search_page
 from ..render import renderer
 from ..routing import LIST_PARAMS, route
+from . import events
 from .common import fetch, respond, update_metadata
 from .prices import plan_for
 
@@ -57,9 +62,13 @@ expand.expandable("plan", "product")
 # --- rendering ----------------------------------------------------------------
 
 
-def _items_of(ctx, sub_id: str) -> List[dict]:
-    items = ctx.store.all("subscription_item", where=lambda i: i["subscription"] == sub_id)
+def items_of(store, sub_id: str) -> List[dict]:
+    items = store.all("subscription_item", where=lambda i: i["subscription"] == sub_id)
     return list(reversed(items))  # in the order they were added
+
+
+def _items_of(ctx, sub_id: str) -> List[dict]:
+    return items_of(ctx.store, sub_id)
 
 
 @renderer("subscription_item")
@@ -86,29 +95,29 @@ def render_subscription(ctx, sub: dict) -> dict:
 
 
 def settle(ctx, sub: dict) -> dict:
-    """Bring a subscription up to `now`: roll periods, apply a due `cancel_at`."""
-    now = ctx.now()
-    if sub["status"] in ("canceled", "incomplete_expired"):
-        return sub
-    if sub.get("cancel_at") is not None and now >= sub["cancel_at"]:
-        return cancel_subscription(ctx, sub, at=sub["cancel_at"],
-                                   reason="cancellation_requested")
-    for item in _items_of(ctx, sub["id"]):
-        start, end = _period_at(ctx, sub, item, now)
-        if (start, end) != (item["current_period_start"], item["current_period_end"]):
-            item["current_period_start"], item["current_period_end"] = start, end
-            ctx.store.save(item)
-    return sub
+    """The subscription once its customer's billing cycle has caught up with its time."""
+    billing_cycle.settle_customer(ctx.store, sub["customer"])
+    return ctx.store.get(sub["id"], "subscription")
 
 
-def _period_at(ctx, sub: dict, item: dict, t: int):
-    price = ctx.store.get(item["price"], "price")
+def _all_settled(ctx) -> List[dict]:
+    for customer in {s["customer"] for s in ctx.store.all("subscription", ctx.livemode)}:
+        billing_cycle.settle_customer(ctx.store, customer)
+    return ctx.store.all("subscription", ctx.livemode)
+
+
+def period_at(store, sub: dict, item: dict, t: int):
+    price = store.get(item["price"], "price")
     rec = price["recurring"]
     anchor = sub["billing_cycle_anchor"]
     if t < anchor:
         # Before the anchor: the first, shortened period from the start date.
         return sub["start_date"], anchor
     return periods.period_containing(anchor, rec["interval"], rec["interval_count"], t)
+
+
+def _period_at(ctx, sub: dict, item: dict, t: int):
+    return period_at(ctx.store, sub, item, t)
 
 
 def cancel_subscription(ctx, sub: dict, at: int = None, reason: str = "cancellation_requested",
@@ -197,7 +206,8 @@ def create(ctx):
     customer_id = ctx.str("customer", required=True)
     fetch(ctx, customer_id, "customer", "customer", param="customer")
     items = _parse_items(ctx)
-    now = ctx.now()
+    now = billing_cycle.customer_now(ctx.store, customer_id)  # its test clock's time, if any
+    clock = billing_cycle.clock_of(ctx.store, customer_id)
     rec = items[0]["price"]["recurring"]
     natural_end = periods.boundary(now, rec["interval"], rec["interval_count"], 1)
     anchor = ctx.int("billing_cycle_anchor")
@@ -215,6 +225,7 @@ def create(ctx):
     sub.update({
         "id": ids.new_id("sub"), "livemode": ctx.livemode, "created": now, "start_date": now,
         "billing_cycle_anchor": anchor, "customer": customer_id,
+        "test_clock": clock["id"] if clock else None,
         "currency": items[0]["price"]["currency"],
         "description": ctx.str("description", max_length=500),
         "metadata": update_metadata(ctx, {}),
@@ -234,6 +245,7 @@ def create(ctx):
         ctx.store.insert(item, "subscription_item")
     _apply_cancel_params(ctx, sub)
     ctx.store.save(sub)
+    events.created(ctx, sub, at=now)
     return respond(ctx, sub)
 
 
@@ -249,7 +261,7 @@ def _apply_cancel_params(ctx, sub: dict) -> None:
         sub["cancel_at"] = _current_period_end(ctx, sub) if flag else None
     if ctx.has("cancel_at"):
         at = ctx.int("cancel_at")
-        if at is not None and at < ctx.now():
+        if at is not None and at < billing_cycle.customer_now(ctx.store, sub["customer"]):
             raise InvalidRequest("cancel_at cannot be in the past.", param="cancel_at")
         sub["cancel_at"] = at
         sub["cancel_at_period_end"] = False
@@ -263,6 +275,7 @@ def retrieve(ctx, obj_id):
 @route("/v1/subscriptions/<obj_id>", ["POST"], UPDATE_PARAMS)
 def update(ctx, obj_id):
     sub = _fetch_settled(ctx, obj_id)
+    before = copy.deepcopy(sub)
     if sub["status"] == "canceled":
         extra = [k for k in ctx.params if k not in ("metadata", "cancellation_details", "expand")]
         if extra:
@@ -285,6 +298,7 @@ def update(ctx, obj_id):
     if sub["status"] != "canceled":
         _apply_cancel_params(ctx, sub)
     ctx.store.save(sub)
+    events.updated(ctx, before, sub, at=billing_cycle.customer_now(ctx.store, sub["customer"]))
     return respond(ctx, settle(ctx, sub))
 
 
@@ -298,9 +312,11 @@ def cancel(ctx, obj_id):
     details = ctx.dict("cancellation_details") or {}
     ctx.bool("invoice_now")
     ctx.bool("prorate")
-    sub = cancel_subscription(ctx, sub, reason="cancellation_requested",
+    at = billing_cycle.customer_now(ctx.store, sub["customer"])
+    sub = cancel_subscription(ctx, sub, at=at, reason="cancellation_requested",
                               comment=details.get("comment") or None,
                               feedback=details.get("feedback") or None)
+    events.deleted(ctx, sub, at=at)
     return respond(ctx, sub)
 
 
@@ -317,7 +333,7 @@ def list_subscriptions(ctx):
     collection = ctx.str("collection_method")
     test_clock = ctx.str("test_clock")
     created = range_filter(ctx, "created")
-    subs = [settle(ctx, s) for s in ctx.store.all("subscription", ctx.livemode)]
+    subs = _all_settled(ctx)
 
     def status_ok(s):
         if status is None:
@@ -345,7 +361,7 @@ def list_subscriptions(ctx):
 @route("/v1/subscriptions/search", ["GET"], ("limit", "page", "query"))
 def search_subscriptions(ctx):
     test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
-    subs = [settle(ctx, s) for s in ctx.store.all("subscription", ctx.livemode)]
+    subs = _all_settled(ctx)
     return search_page(ctx, [s for s in subs if test(s)], "/v1/subscriptions/search",
                        render=lambda o: respond(ctx, o))
 

@@ -1,0 +1,138 @@
+"""The billing cycle: what happens when a customer's time passes a boundary.
+
+A customer's time is its test clock's `frozen_time`, or the emulator clock
+(clock.py) for customers without one. Two kinds of boundary:
+
+* a subscription's `current_period_end` (or an earlier `cancel_at`): the
+  items move to the next period, a draft invoice for the closed period is
+  created, `latest_invoice` points at it, and `customer.subscription.updated`
+  (previous_attributes: the old `items` and `latest_invoice`) and
+  `invoice.created` are emitted; a due `cancel_at` cancels instead
+  (`customer.subscription.deleted`);
+* a draft invoice's `automatically_finalizes_at`: it is finalized.
+
+They are processed in time order, each stamped with its own time, however
+far time jumped. Each changes the stored state that made it due, inside one
+store transaction, so it happens exactly once per period whichever way time
+moves: a test clock advancing, the emulator clock being set, or real time
+passing (noticed by the scheduler's tick or lazily whenever a customer's
+subscriptions, invoices or meter events are touched).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+from . import render
+from .resources import events
+
+CLOSED = ("canceled", "incomplete_expired")
+
+
+def customer_now(store, customer_id: Optional[str]) -> int:
+    clock = clock_of(store, customer_id)
+    return clock["frozen_time"] if clock else store.now()
+
+
+def clock_of(store, customer_id: Optional[str]) -> Optional[dict]:
+    customer = store.get(customer_id, "customer") if customer_id else None
+    clock_id = (customer or {}).get("test_clock")
+    return store.get(clock_id, "test_helpers.test_clock") if clock_id else None
+
+
+def settle_customer(store, customer_id: str) -> None:
+    """Bring one customer's subscriptions and invoices up to its time."""
+    with store.transaction():
+        _process(store, lambda c: c == customer_id, customer_now(store, customer_id))
+
+
+def settle_all(store) -> None:
+    """Everything that follows the emulator clock (the scheduler's tick)."""
+    with store.transaction():
+        on_clock = {}
+
+        def in_scope(customer_id):
+            if customer_id not in on_clock:
+                on_clock[customer_id] = clock_of(store, customer_id) is not None
+            return not on_clock[customer_id]
+
+        _process(store, in_scope, store.now())
+
+
+def advance_clock(store, clock_id: str, target: int) -> None:
+    """Run a test clock's customers up to `target`, then mark the clock ready."""
+    with store.transaction():
+        clock = store.get(clock_id, "test_helpers.test_clock")
+        if clock is None:
+            return  # deleted (or the emulator was reset) meanwhile
+        customers = {c["id"] for c in store.all("customer")
+                     if c.get("test_clock") == clock_id}
+        _process(store, lambda c: c in customers, target)
+        clock.update({"frozen_time": target, "status": "ready", "status_details": {}})
+        store.save(clock)
+        ctx = events.SystemCtx(store, clock["livemode"])
+        events.emit(ctx, "test_helpers.test_clock.ready", clock, created=target)
+
+
+def _process(store, in_scope: Callable[[str], bool], now: int) -> None:
+    while True:
+        due = _next_due(store, in_scope, now)
+        if due is None:
+            return
+        at, kind, obj = due
+        ctx = events.SystemCtx(store, bool(obj.get("livemode")))
+        if kind == "finalize":
+            from .resources import invoices
+            invoices.finalize(ctx, obj, at)
+        else:
+            _roll(ctx, obj, at)
+
+
+def _next_due(store, in_scope, now: int):
+    """(time, kind, object) of the earliest boundary at or before `now`, if any."""
+    from .resources.subscriptions import items_of
+
+    best = None
+    for invoice in store.all("invoice", where=lambda i: i["status"] == "draft"
+                             and i.get("auto_advance")
+                             and i.get("automatically_finalizes_at") is not None):
+        at = invoice["automatically_finalizes_at"]
+        if at <= now and in_scope(invoice["customer"]) and (best is None or at < best[0]):
+            best = (at, "finalize", invoice)
+    for sub in store.all("subscription", where=lambda s: s["status"] not in CLOSED):
+        if not in_scope(sub["customer"]):
+            continue
+        items = items_of(store, sub["id"])
+        if not items:
+            continue
+        at = min(i["current_period_end"] for i in items)
+        if sub.get("cancel_at") is not None:
+            at = min(at, sub["cancel_at"])
+        if at <= now and (best is None or at < best[0]):
+            best = (at, "roll", sub)
+    return best
+
+
+def _roll(ctx, sub: dict, at: int) -> None:
+    from .resources import invoices
+    from .resources.subscriptions import cancel_subscription, items_of, period_at
+
+    store = ctx.store
+    if sub.get("cancel_at") is not None and sub["cancel_at"] <= at:
+        cancel_subscription(ctx, sub, at=sub["cancel_at"], reason="cancellation_requested")
+        events.deleted(ctx, sub, at=sub["cancel_at"])
+        return
+    items = items_of(store, sub["id"])
+    before = render.render(ctx, copy.deepcopy(sub))
+    new_periods = {i["id"]: period_at(store, sub, i, at) for i in items}
+    invoice = invoices.create_cycle_invoice(ctx, sub, items, new_periods, created=at)
+    for item in items:
+        item["current_period_start"], item["current_period_end"] = new_periods[item["id"]]
+        store.save(item)
+    sub["latest_invoice"] = invoice["id"]
+    store.save(sub)
+    # dahlia: the periods are on the items, so that is what changed.
+    events.emit(ctx, "customer.subscription.updated", sub, created=at, previous_attributes={
+        "items": before["items"], "latest_invoice": before["latest_invoice"]})
+    events.emit(ctx, "invoice.created", invoice, created=at)

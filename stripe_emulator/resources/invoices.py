@@ -1,0 +1,285 @@
+"""Invoices: /v1/invoices (retrieve, list, lines, finalize, pay).
+
+Invoices are made by the billing cycle (billing_cycle.py), one per
+subscription period that closes: `billing_reason: subscription_cycle`, a
+draft with `auto_advance: true` that finalizes itself one hour after it was
+created (`automatically_finalizes_at`, Stripe's default grace period).
+
+Lines (dahlia shape: `parent.subscription_item_details`, `pricing.price_details`):
+one per subscription item. Metered items bill the period that closed, with
+the meter's aggregation of that customer's accepted events with
+`start <= timestamp < end`; licensed items bill the new period in advance, as
+Stripe does. While the invoice is a draft, metered quantities are computed
+when it is read, so late events for the closed period still count; at
+finalization they are fixed.
+
+Amounts: quantity x `unit_amount_decimal` in Decimal, rounded per line to a
+whole minor unit with ROUND_HALF_UP (Stripe: "rounded to the nearest whole
+cent"; its example 0.05 x 30 = 1.5 -> 2), then summed.
+
+Payments: there are no payment methods in the emulator, so a finalized
+invoice stays `open` unless it is for 0 (Stripe marks those paid on
+finalization) or `POST /pay` is called with `paid_out_of_band=true`.
+"""
+
+from __future__ import annotations
+
+import copy
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from .. import aggregation, billing_cycle, expand, fixtures, ids
+from ..errors import InvalidRequest
+from ..listing import list_object, paginate, range_filter
+from ..render import renderer
+from ..routing import LIST_PARAMS, route
+from ..store import format_decimal
+from . import events
+from .common import fetch, respond
+
+GRACE_PERIOD = 3600  # draft -> finalized, when auto_advance is on
+ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
+                "vnd", "vuv", "xaf", "xof", "xpf"}
+
+for _field in ("customer", "test_clock", "default_payment_method", "default_source",
+               "latest_revision", "on_behalf_of", "application", "discounts",
+               "account_tax_ids", "parent.subscription_details.subscription"):
+    expand.expandable("invoice", _field)
+for _field in ("discounts", "subscription", "pricing.price_details.price"):
+    expand.expandable("line_item", _field)
+
+
+# --- lines and totals ------------------------------------------------------------------
+
+
+def _price_for(store, line: dict) -> dict:
+    return store.get(line["pricing"]["price_details"]["price"], "price")
+
+
+def _is_metered(price: dict) -> bool:
+    return (price.get("recurring") or {}).get("usage_type") == "metered"
+
+
+def _set_quantity(store, line: dict, quantity: Decimal, price: dict) -> None:
+    unit = Decimal(price["unit_amount_decimal"])
+    amount = int((quantity * unit).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    line["quantity"] = int(quantity.to_integral_value(rounding=ROUND_DOWN))
+    line["quantity_decimal"] = format_decimal(quantity)
+    line["amount"] = line["subtotal"] = amount
+    product = store.get(price["product"], "product") or {}
+    line["description"] = (f"{format_decimal(quantity)} × {product.get('name') or price['product']}"
+                           f" (at {_money(unit, price['currency'])} / "
+                           f"{price['recurring']['interval']})")
+
+
+def _money(minor: Decimal, currency: str) -> str:
+    major = minor if currency in ZERO_DECIMAL else minor / 100
+    text = format_decimal(major)
+    if currency not in ZERO_DECIMAL and len(text.partition(".")[2]) < 2:
+        text = format(major.quantize(Decimal("0.01")), "f")
+    return f"{text} {currency.upper()}"
+
+
+def _totals(invoice: dict) -> None:
+    subtotal = sum(line["amount"] for line in invoice["lines"]["data"])
+    invoice.update({"subtotal": subtotal, "subtotal_excluding_tax": subtotal, "total": subtotal,
+                    "total_excluding_tax": subtotal, "amount_due": subtotal})
+    invoice["amount_remaining"] = max(subtotal - invoice["amount_paid"], 0)
+
+
+def refresh_metered(store, invoice: dict) -> dict:
+    """Recompute metered lines from the meter events stored now."""
+    for line in invoice["lines"]["data"]:
+        price = _price_for(store, line)
+        if not _is_metered(price):
+            continue
+        meter = store.get(price["recurring"]["meter"], "billing.meter")
+        quantity = aggregation.for_meter(store, meter, invoice["customer"],
+                                         line["period"]["start"], line["period"]["end"])
+        _set_quantity(store, line, quantity, price)
+    _totals(invoice)
+    return invoice
+
+
+def _line(store, invoice: dict, sub: dict, item: dict, price: dict, period) -> dict:
+    line = fixtures.template("line_item")
+    line.update({
+        "id": ids.new_id("il"), "currency": price["currency"], "invoice": invoice["id"],
+        "livemode": invoice["livemode"], "metadata": dict(sub.get("metadata") or {}),
+        "parent": {"type": "subscription_item_details", "invoice_item_details": None,
+                   "subscription_item_details": {
+                       "invoice_item": None, "proration": False,
+                       "proration_details": {"credited_items": None},
+                       "subscription": sub["id"], "subscription_item": item["id"]}},
+        "period": {"start": period[0], "end": period[1]},
+        "pricing": {"type": "price_details",
+                    "price_details": {"price": price["id"], "product": price["product"]},
+                    "unit_amount_decimal": price["unit_amount_decimal"]},
+        "subscription": sub["id"],
+    })
+    quantity = Decimal(0) if _is_metered(price) else Decimal(item.get("quantity") or 0)
+    _set_quantity(store, line, quantity, price)
+    return line
+
+
+def create_cycle_invoice(ctx, sub: dict, items, new_periods: dict, created: int) -> dict:
+    """The draft for the period that just closed (items still carry its dates)."""
+    store = ctx.store
+    customer = store.get(sub["customer"], "customer") or {}
+    invoice = fixtures.template("invoice")
+    inv_id = ids.new_id("in")
+    start = min(i["current_period_start"] for i in items)
+    end = min(i["current_period_end"] for i in items)
+    invoice.update({
+        "id": inv_id, "livemode": sub["livemode"], "created": created,
+        "automatically_finalizes_at": created + GRACE_PERIOD,
+        "billing_reason": "subscription_cycle", "collection_method": sub["collection_method"],
+        "currency": sub["currency"], "customer": sub["customer"],
+        "customer_address": customer.get("address"), "customer_email": customer.get("email"),
+        "customer_name": customer.get("name"), "customer_phone": customer.get("phone"),
+        "customer_shipping": customer.get("shipping"),
+        "customer_tax_exempt": customer.get("tax_exempt", "none"),
+        "description": sub.get("description"),
+        "parent": {"type": "subscription_details", "quote_details": None,
+                   "subscription_details": {"metadata": dict(sub.get("metadata") or {}),
+                                            "subscription": sub["id"]}},
+        "period_start": start, "period_end": end, "test_clock": sub.get("test_clock"),
+        "webhooks_delivered_at": None,
+    })
+    if sub["collection_method"] == "send_invoice":
+        invoice["due_date"] = created + 86400 * int(sub.get("days_until_due") or 0)
+    lines = []
+    for item in items:
+        price = store.get(item["price"], "price")
+        # Metered usage is billed in arrears, licensed quantities in advance.
+        period = ((item["current_period_start"], item["current_period_end"])
+                  if _is_metered(price) else new_periods[item["id"]])
+        lines.append(_line(store, invoice, sub, item, price, period))
+    invoice["lines"] = list_object(f"/v1/invoices/{inv_id}/lines", lines)
+    refresh_metered(store, invoice)
+    store.insert(invoice)
+    return invoice
+
+
+# --- state changes ---------------------------------------------------------------------
+
+
+def finalize(ctx, invoice: dict, at: int) -> dict:
+    store = ctx.store
+    refresh_metered(store, invoice)
+    customer = store.get(invoice["customer"], "customer") or {}
+    seq = int(customer.get("next_invoice_sequence") or 1)
+    invoice["number"] = f"{customer.get('invoice_prefix') or 'EMU'}-{seq:04d}"
+    if customer.get("invoice_prefix"):
+        customer["next_invoice_sequence"] = seq + 1
+        store.save(customer)
+    invoice.update({"status": "open", "effective_at": at, "ending_balance": 0,
+                    "automatically_finalizes_at": None})
+    invoice["status_transitions"]["finalized_at"] = at
+    store.save(invoice)
+    events.emit(ctx, "invoice.finalized", invoice, created=at)
+    if invoice["amount_due"] == 0:
+        mark_paid(ctx, invoice, at)
+    return invoice
+
+
+def mark_paid(ctx, invoice: dict, at: int) -> dict:
+    invoice.update({"status": "paid", "amount_paid": invoice["amount_due"],
+                    "amount_remaining": 0, "attempted": True})
+    invoice["status_transitions"]["paid_at"] = at
+    ctx.store.save(invoice)
+    events.emit(ctx, "invoice.paid", invoice, created=at)
+    return invoice
+
+
+@renderer("invoice")
+def render_invoice(ctx, invoice: dict) -> dict:
+    out = copy.deepcopy(invoice)
+    if out["status"] == "draft":
+        refresh_metered(ctx.store, out)
+    return out
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+def _fetch_settled(ctx, obj_id: str) -> dict:
+    invoice = fetch(ctx, obj_id, "invoice", "invoice")
+    billing_cycle.settle_customer(ctx.store, invoice["customer"])
+    return ctx.store.get(obj_id, "invoice")
+
+
+@route("/v1/invoices/<obj_id>", ["GET"])
+def retrieve(ctx, obj_id):
+    return respond(ctx, _fetch_settled(ctx, obj_id))
+
+
+@route("/v1/invoices", ["GET"], LIST_PARAMS + ("collection_method", "created", "customer",
+                                               "customer_account", "due_date", "status",
+                                               "subscription"))
+def list_invoices(ctx):
+    customer = ctx.str("customer")
+    subscription = ctx.str("subscription")
+    status = ctx.str("status", choices=("draft", "open", "paid", "uncollectible", "void"))
+    collection = ctx.str("collection_method", choices=("charge_automatically", "send_invoice"))
+    created = range_filter(ctx, "created")
+    due = range_filter(ctx, "due_date")
+    if customer:
+        billing_cycle.settle_customer(ctx.store, customer)
+    else:
+        billing_cycle.settle_all(ctx.store)
+
+    def keep(i):
+        sub = ((i.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        return ((customer is None or i["customer"] == customer)
+                and (subscription is None or sub == subscription)
+                and (status is None or i["status"] == status)
+                and (collection is None or i["collection_method"] == collection)
+                and (created is None or created(i["created"]))
+                and (due is None or due(i["due_date"])))
+
+    return paginate(ctx, ctx.store.all("invoice", ctx.livemode, where=keep), "/v1/invoices",
+                    "invoice", render=lambda o: respond(ctx, o))
+
+
+@route("/v1/invoices/<obj_id>/lines", ["GET"], LIST_PARAMS)
+def list_lines(ctx, obj_id):
+    invoice = respond(ctx, _fetch_settled(ctx, obj_id))
+    lines = list(invoice["lines"]["data"])
+    # paginate() expects newest first; lines read in invoice order.
+    return paginate(ctx, lines, f"/v1/invoices/{obj_id}/lines", "invoice line item")
+
+
+@route("/v1/invoices/<obj_id>/finalize", ["POST"], ("auto_advance",))
+def finalize_endpoint(ctx, obj_id):
+    invoice = _fetch_settled(ctx, obj_id)
+    if invoice["status"] != "draft":
+        raise InvalidRequest("This invoice is already finalized, you can't re-finalize a "
+                             "non-draft invoice.", code="invoice_not_editable")
+    if ctx.has("auto_advance"):
+        invoice["auto_advance"] = bool(ctx.bool("auto_advance"))
+    return respond(ctx, finalize(ctx, invoice, billing_cycle.customer_now(
+        ctx.store, invoice["customer"])))
+
+
+@route("/v1/invoices/<obj_id>/pay", ["POST"], ("forgive", "mandate", "off_session",
+                                               "paid_out_of_band", "payment_method", "source"))
+def pay(ctx, obj_id):
+    invoice = _fetch_settled(ctx, obj_id)
+    at = billing_cycle.customer_now(ctx.store, invoice["customer"])
+    if invoice["status"] == "paid":
+        raise InvalidRequest("Invoice is already paid", code="invoice_already_paid")
+    if invoice["status"] in ("void", "uncollectible"):
+        raise InvalidRequest(f"You cannot pay an invoice with status {invoice['status']}.",
+                             code="invoice_not_editable")
+    if not ctx.bool("paid_out_of_band"):
+        raise InvalidRequest(
+            "This customer has no attached payment source or default payment method. The "
+            "local Stripe emulator has no payment methods: pay with paid_out_of_band=true.",
+            code="invoice_no_payment_method_types")
+    for name in ("forgive", "mandate", "off_session", "payment_method", "source"):
+        ctx.raw(name)
+    if invoice["status"] == "draft":
+        invoice = finalize(ctx, invoice, at)
+        if invoice["status"] == "paid":
+            return respond(ctx, invoice)
+    return respond(ctx, mark_paid(ctx, invoice, at))
