@@ -165,6 +165,14 @@ EPSILON = {
     # hung) between writing the ledger and hearing back from Stripe; the next run
     # resends it with the same identifier, which Stripe deduplicates.
     "PENDING_LEASE_SECONDS": env.int("EPSILON_PENDING_LEASE_SECONDS", default=300),
+    # Meter events per second sent to Stripe (0: Stripe's limit for the key's mode,
+    # 1,000/s live and the sandbox's 25 requests/s in test mode), over this many threads.
+    "STRIPE_METER_EVENTS_PER_SECOND": env.float("EPSILON_STRIPE_METER_EVENTS_PER_SECOND", default=0),
+    "STRIPE_SEND_CONCURRENCY": env.int("EPSILON_STRIPE_SEND_CONCURRENCY", default=16),
+    # Attempts per meter event on 429s, 5xx and network errors, with exponential
+    # backoff and jitter starting at this many seconds.
+    "STRIPE_MAX_ATTEMPTS": env.int("EPSILON_STRIPE_MAX_ATTEMPTS", default=5),
+    "STRIPE_BACKOFF_SECONDS": env.float("EPSILON_STRIPE_BACKOFF_SECONDS", default=0.5),
     # How often the django-q2 schedule reports usage (run it with `manage.py qcluster`).
     "REPORT_INTERVAL_MINUTES": env.int("EPSILON_REPORT_INTERVAL_MINUTES", default=60),
 }

@@ -162,7 +162,11 @@ def test_a_run_that_died_before_calling_stripe_is_resent_once(billing, settings)
     class ProcessKilled(BaseException):
         pass
 
-    with mock.patch.object(usage_reporting, "send_report", side_effect=ProcessKilled):
+    def die_before_sending(reports, client):
+        if reports:
+            raise ProcessKilled
+
+    with mock.patch.object(usage_reporting, "send_reports", side_effect=die_before_sending):
         with pytest.raises(ProcessKilled):
             billing.run(as_of=start + 3 * HOUR)
     pending = UsageReport.objects.get()
@@ -286,14 +290,14 @@ def fail_meter_events(emulator, times: int, *, after_recording: bool):
 
 @pytest.mark.parametrize("after_recording", [False, True], ids=["not-recorded", "answer-lost"])
 def test_an_uncertain_stripe_answer_stays_pending_and_is_resent_once(billing, settings, after_recording):
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_MAX_ATTEMPTS": 1}
     billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
     fail_meter_events(billing.emulator, 1, after_recording=after_recording)
 
     [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
 
     assert outcome.status == "pending"
-    assert "outcome unknown, will resend" in outcome.error and "HTTP 500" in outcome.error
+    assert "outcome unknown after 1 attempt(s), will resend" in outcome.error and "HTTP 500" in outcome.error
     assert billing.stripe_total() == (Decimal(10) if after_recording else 0)
 
     settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
@@ -304,17 +308,20 @@ def test_an_uncertain_stripe_answer_stays_pending_and_is_resent_once(billing, se
     assert (report.status, report.attempts, report.error) == ("sent", 2, "")
 
 
-def test_stripe_python_retries_reuse_one_idempotency_key_and_count_once(billing, settings):
-    settings.STRIPE_MAX_NETWORK_RETRIES = 2
+@pytest.mark.parametrize("after_recording", [False, True], ids=["not-recorded", "answer-lost"])
+def test_retries_use_a_key_per_attempt_count_once_and_show_in_the_ledger(billing, after_recording):
     billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
-    fail_meter_events(billing.emulator, 1, after_recording=True)
+    fail_meter_events(billing.emulator, 2, after_recording=after_recording)
 
     [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
 
     assert outcome.status == "sent"
     assert billing.stripe_total() == Decimal(10)
     calls = billing.emulator.requests(method="POST", path="/v1/billing/meter_events")
-    assert len(calls) == 2 and len({c["idempotency_key"] for c in calls}) == 1
+    # A lost answer: the second attempt learns from Stripe that the event is already there.
+    expected_calls = 2 if after_recording else 3
+    assert len(calls) == expected_calls and len({c["idempotency_key"] for c in calls}) == expected_calls
+    assert UsageReport.objects.get().attempts == expected_calls
 
 
 def test_several_metered_items_and_meters_on_one_customer(billing):

@@ -36,6 +36,7 @@ from ..models import UsageReport
 from ..selectors import ReportTarget
 from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
 from . import stripe_sync
+from .meter_event_sender import MeterEventCall, MeterEventSender
 from .periods import timestamp_rejection
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
 # Resend a pending event only well inside Stripe's dedupe window.
 SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
 IDENTIFIER_MAX_LENGTH = 100
-UNCERTAIN_STRIPE_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
 
 
 @dataclass
@@ -62,6 +62,13 @@ class ReportOutcome:
     status: str
     error: str = ""
     report: UsageReport | None = None
+
+    def settled(self) -> "ReportOutcome":
+        """This outcome with its row's final status, once the row was sent."""
+        if self.report is None or self.status not in (Status.PENDING,):
+            return self
+        report = self.report
+        return ReportOutcome(self.target, self.usage_until, self.usage_total, report.value_sent, report.status, report.error, report)
 
     def line(self) -> str:
         total = "unknown" if self.usage_total is None else f"{self.usage_total:.6f}"
@@ -147,7 +154,10 @@ def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> 
 
 
 def report_targets(targets, *, as_of, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
-    """Report each target up to the last whole window before `as_of`."""
+    """
+    Report each target up to the last whole window before `as_of`: write every ledger
+    row first, then send the pending ones together, at the rate Stripe allows.
+    """
     totals, source_errors = _fetch_totals(source, targets, as_of)
     outcomes = []
     for target in targets:
@@ -156,14 +166,13 @@ def report_targets(targets, *, as_of, trigger, source, client, dry_run=False) ->
             continue  # no whole window of this period has passed yet
         error = target.subject_error or source_errors.get(target.meter.id)
         total = None if error else totals.get((target.meter.id, _request_for(target, usage_until)))
-        outcomes.append(
-            report_target(target, usage_until, total, error=error, trigger=trigger, client=client, dry_run=dry_run)
-        )
-    return outcomes
+        outcomes.append(prepare_report(target, usage_until, total, error=error, trigger=trigger, dry_run=dry_run))
+    send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
+    return [o.settled() for o in outcomes]
 
 
-def report_target(target, usage_until, total, *, error, trigger, client, dry_run=False) -> ReportOutcome:
-    """Record and send what one item owes for one period up to `usage_until`."""
+def prepare_report(target, usage_until, total, *, error, trigger, dry_run=False) -> ReportOutcome:
+    """Record what one item owes for one period up to `usage_until`; send nothing yet."""
     if not error:
         error = _invalid_total(total)
     if error:  # the total is unknown or unusable; the error says which
@@ -182,8 +191,6 @@ def report_target(target, usage_until, total, *, error, trigger, client, dry_run
             target, usage_until, total, Decimal(0), IN_FLIGHT,
             "another report of this period is in flight; it will be settled first",
         )
-    if report.status == Status.PENDING:
-        send_report(report, client)
     return ReportOutcome(target, usage_until, total, report.value_sent, report.status, report.error, report)
 
 
@@ -278,44 +285,56 @@ def meter_event_identifier(target: ReportTarget, sequence: int) -> str:
     return f"eps:{digest}:{sequence}"
 
 
+def send_reports(reports: list[UsageReport], client) -> None:
+    """Send pending rows' meter events and record what Stripe said on each row."""
+    if not reports:
+        return
+    # Refresh the lease first: these rows are in flight, not orphaned.
+    UsageReport.objects.filter(pk__in=[r.pk for r in reports]).update(updated=timezone.now())
+    results = _sender(client).send_all([_meter_event_call(r) for r in reports])
+    for report in reports:
+        result = results[report.pk]
+        _settle(report, result.status, result.error, result.attempts)
+
+
 def send_report(report: UsageReport, client) -> None:
-    """Send a pending row's meter event and record what Stripe said."""
+    send_reports([report], client)
+
+
+def _meter_event_call(report: UsageReport) -> MeterEventCall:
     meter = report.meter
-    UsageReport.objects.filter(pk=report.pk).update(attempts=F("attempts") + 1, updated=timezone.now())
-    report.attempts += 1
-    try:
-        client.v1.billing.meter_events.create(
-            {
-                "event_name": meter.event_name,
-                "payload": {
-                    meter.customer_payload_key: report.customer_id,
-                    meter.value_payload_key: str(int(report.value_sent)),
-                },
-                "identifier": report.identifier,
-                "timestamp": int(report.event_timestamp.timestamp()),
+    return MeterEventCall(
+        report_id=report.pk,
+        key=(report.customer_id, meter.id),
+        params={
+            "event_name": meter.event_name,
+            "payload": {
+                meter.customer_payload_key: report.customer_id,
+                meter.value_payload_key: str(int(report.value_sent)),
             },
-            # One key per attempt: stripe-python's own retries reuse it, while a later
-            # resend gets a fresh one, since Stripe replays a key's first answer (a 500
-            # included) for 24 hours. Across attempts, the identifier dedupes.
-            {"idempotency_key": f"epsilon:{report.identifier}:{report.attempts}"},
-        )
-    except UNCERTAIN_STRIPE_ERRORS as exc:
-        # Stripe may or may not have recorded it: keep it pending, resend it as is.
-        _settle(report, Status.PENDING, f"outcome unknown, will resend: {_describe(exc)}")
-    except stripe.InvalidRequestError as exc:
-        if _is_duplicate_identifier(exc):
-            _settle(report, Status.SENT, "")
-        else:
-            _settle(report, Status.FAILED, _describe(exc))
-    except stripe.StripeError as exc:  # authentication, permission, idempotency mismatch
-        _settle(report, Status.FAILED, _describe(exc))
-    else:
-        _settle(report, Status.SENT, "")
+            "identifier": report.identifier,
+            "timestamp": int(report.event_timestamp.timestamp()),
+        },
+        identifier=report.identifier,
+        attempts_before=report.attempts,
+    )
 
 
-def _settle(report: UsageReport, status: str, error: str) -> None:
+def _sender(client) -> MeterEventSender:
+    config = settings.EPSILON
+    per_second = config["STRIPE_METER_EVENTS_PER_SECOND"] or (1000 if settings.STRIPE_LIVE_MODE else 25)
+    return MeterEventSender(
+        client,
+        per_second=per_second,
+        workers=config["STRIPE_SEND_CONCURRENCY"],
+        max_attempts=config["STRIPE_MAX_ATTEMPTS"],
+        backoff_initial=config["STRIPE_BACKOFF_SECONDS"],
+    )
+
+
+def _settle(report: UsageReport, status: str, error: str, attempts: int) -> None:
     now = timezone.now()
-    fields = {"status": status, "error": error, "updated": now}
+    fields = {"status": status, "error": error, "updated": now, "attempts": F("attempts") + attempts}
     if status == Status.SENT:
         fields["sent_at"] = now
     # Only a pending row settles: a concurrent resend may have settled it already.
@@ -337,19 +356,15 @@ def resend_orphaned_reports(client, *, customer_ids=None, subscription_ids=None)
         orphans = orphans.filter(customer_id__in=customer_ids)
     if subscription_ids is not None:
         orphans = orphans.filter(subscription_id__in=subscription_ids)
-    outcomes = []
+    claimed = []
     for report in orphans.select_related("meter"):
-        claimed = UsageReport.objects.filter(
-            pk=report.pk, status=Status.PENDING, updated=report.updated
-        ).update(updated=now)
-        if not claimed:
-            continue
-        if now - report.created > SAFE_RESEND_AGE:
-            _settle_uncertain_beyond_dedupe(report)
-        else:
-            send_report(report, client)
-        outcomes.append(_outcome_of(report))
-    return outcomes
+        if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
+            claimed.append(report)
+    too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]
+    for report in too_old:
+        _settle_uncertain_beyond_dedupe(report)
+    send_reports([r for r in claimed if r not in too_old], client)
+    return [_outcome_of(report) for report in claimed]
 
 
 def _settle_uncertain_beyond_dedupe(report: UsageReport) -> None:
@@ -430,17 +445,6 @@ def _invalid_total(total) -> str | None:
     if total < 0:
         return f"the usage source returned a negative total ({total})"
     return None
-
-
-def _is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
-    # Stripe already holds an event with this identifier: ours, from an earlier attempt.
-    message = (exc.user_message or "").lower()
-    return exc.param == "identifier" and "already" in message
-
-
-def _describe(exc: stripe.StripeError) -> str:
-    status = f"HTTP {exc.http_status}: " if exc.http_status else ""
-    return f"Stripe {type(exc).__name__} ({status}{exc.user_message or exc})"
 
 
 def _go_time(moment: datetime) -> str:

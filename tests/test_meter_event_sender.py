@@ -1,0 +1,133 @@
+"""Sending meter events: at Stripe's rate, one call at a time per customer and meter."""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from billing.services.meter_event_sender import MeterEventCall, MeterEventSender, RateLimiter
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_the_rate_limiter_spaces_calls_evenly():
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.acquire()
+    assert clock.slept == [0.25, 0.25, 0.25, 0.25]  # the first call goes at once
+
+
+def test_the_rate_limiter_does_not_save_up_idle_time():
+    clock = FakeClock()
+    limiter = RateLimiter(2, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    clock.now += 10  # idle
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.slept == [0.5]
+
+
+def test_a_rate_must_be_positive():
+    with pytest.raises(ValueError, match="must be positive"):
+        RateLimiter(0)
+
+
+@pytest.fixture
+def customers_and_meter(stripe_emulator):
+    client = stripe_emulator.client()
+    meter = client.v1.billing.meters.create(
+        {"display_name": "m", "event_name": "epsilon_execution_duration", "default_aggregation": {"formula": "sum"}}
+    )
+    customers = [client.v1.customers.create({"email": f"c{n}@example.com"}).id for n in range(4)]
+    return client, meter, customers
+
+
+def calls_for(customers, meter, per_customer):
+    now = int(time.time())
+    calls = []
+    for c in customers:
+        for n in range(per_customer):
+            identifier = f"{c}-{n}"
+            calls.append(MeterEventCall(
+                report_id=len(calls), key=(c, meter.id), identifier=identifier, attempts_before=0,
+                params={"event_name": "epsilon_execution_duration", "identifier": identifier, "timestamp": now,
+                        "payload": {"stripe_customer_id": c, "value": "1"}},
+            ))
+    return calls
+
+
+def test_one_call_in_flight_per_customer_and_meter_but_many_across_customers(stripe_emulator, customers_and_meter):
+    client, meter, customers = customers_and_meter
+    in_flight, peak_per_key, peak_total = Counter(), Counter(), [0]
+    lock = threading.Lock()
+
+    def watch(ctx, call_next):
+        if ctx.path != "/v1/billing/meter_events":
+            return call_next()
+        key = ctx.body_params["payload"]["stripe_customer_id"]
+        with lock:
+            in_flight[key] += 1
+            peak_per_key[key] = max(peak_per_key[key], in_flight[key])
+            peak_total[0] = max(peak_total[0], sum(in_flight.values()))
+        time.sleep(0.05)  # Stripe's latency
+        try:
+            return call_next()
+        finally:
+            with lock:
+                in_flight[key] -= 1
+
+    stripe_emulator.app.use(watch, name="watch")
+    sender = MeterEventSender(client, per_second=1000, workers=8)
+
+    results = sender.send_all(calls_for(customers, meter, per_customer=3))
+
+    assert {r.status for r in results.values()} == {"sent"} and len(results) == 12
+    assert max(peak_per_key.values()) == 1
+    assert peak_total[0] >= 3  # customers were sent to in parallel
+    assert stripe_emulator.meter_event_totals(meter=meter.id)["total"] == "12"
+
+
+def test_429s_are_retried_with_backoff_until_they_pass(stripe_emulator, customers_and_meter):
+    from stripe_emulator.errors import StripeError
+
+    client, meter, customers = customers_and_meter
+    remaining = {"n": 2}
+
+    def rate_limited(ctx, call_next):
+        if ctx.path == "/v1/billing/meter_events" and remaining["n"]:
+            remaining["n"] -= 1
+            raise StripeError("Too many requests", status=429, type="invalid_request_error", code="rate_limit")
+        return call_next()
+
+    stripe_emulator.app.use(rate_limited, name="rate_limited")
+    slept = []
+    sender = MeterEventSender(client, per_second=1000, workers=1, backoff_initial=0.01, sleep=slept.append)
+
+    [result] = sender.send_all(calls_for(customers[:1], meter, per_customer=1)).values()
+
+    assert (result.status, result.attempts) == ("sent", 3)
+    assert len([s for s in slept if s > 0]) >= 2  # backed off twice
+
+
+def test_a_refused_event_fails_without_retrying(stripe_emulator, customers_and_meter):
+    client, meter, customers = customers_and_meter
+    [call] = calls_for(customers[:1], meter, per_customer=1)
+    bad = MeterEventCall(call.report_id, call.key, {**call.params, "timestamp": 1}, call.identifier, 0)
+
+    [result] = MeterEventSender(client, per_second=1000, workers=1).send_all([bad]).values()
+
+    assert result.status == "failed" and result.attempts == 1
+    assert "InvalidRequestError (HTTP 400" in result.error and "timestamp" in result.error
