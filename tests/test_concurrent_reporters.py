@@ -1,0 +1,158 @@
+"""
+Real `report_usage` processes against the real PostgreSQL and the emulator over HTTP:
+concurrent runs and runs killed with SIGKILL at random points still leave Stripe with
+exactly the source's usage for every customer and period.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from billing.models import UsageReport
+from billing.services import stripe_setup, stripe_sync
+from billing.usage_sources import UsageRequest
+from embedded_meter import services as meter_services
+from embedded_meter.source import EmbeddedUsageSource
+
+ROOT = Path(__file__).resolve().parent.parent
+CUSTOMERS = 12
+HOUR = timedelta(hours=1)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def fleet(postgres_only, stripe_emulated):
+    """Customers subscribed two days ago, each with usage in the embedded meter."""
+    emulator = stripe_emulated
+    real_now = int(time.time())
+    started = datetime.fromtimestamp(real_now, UTC) - timedelta(days=2)
+    emulator.set_time(int(started.timestamp()), freeze=True)
+    stripe_setup.ensure_epsilon_objects()
+    client = emulator.client()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    customers = []
+    for n in range(CUSTOMERS):
+        customer = client.v1.customers.create({"email": f"load{n}@example.com"})
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        stripe_sync.sync_customer(customer)
+        stripe_sync.sync_subscription(subscription)
+        customers.append(customer.id)
+    emulator.set_time(real_now, freeze=False)
+
+    rng = random.Random(7)
+    events = [
+        {
+            "specversion": "1.0", "id": f"load-{c}-{h}-{k}", "source": "load-test", "type": "epsilon.execution",
+            "subject": c, "time": (started + timedelta(hours=h, minutes=rng.randrange(60))).isoformat(),
+            "data": {"billed_seconds": rng.randint(1, 9)},
+        }
+        for c in customers for h in range(40) for k in range(3)
+    ]
+    meter_services.ingest_events(events)
+    return emulator, customers, started
+
+
+def reporter_env(emulator) -> dict:
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "STRIPE_SECRET_KEY": emulator.api_key,
+        "STRIPE_API_BASE": emulator.url,
+        "USAGE_SOURCE": "embedded",
+        # Any pending row counts as orphaned at once: runs also race to resend each
+        # other's in-flight events, which only the identifiers keep from counting twice.
+        "EPSILON_PENDING_LEASE_SECONDS": "0",
+        "EPSILON_STRIPE_BACKOFF_SECONDS": "0.01",
+        "EPSILON_STRIPE_METER_EVENTS_PER_SECOND": "2000",
+    }
+
+
+def start_reporter(env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "report_usage", "--verbosity", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def add_latency(emulator, seconds):
+    def slow(ctx, call_next):
+        if ctx.path == "/v1/billing/meter_events":
+            time.sleep(seconds)
+        return call_next()
+
+    emulator.app.use(slow, name="latency")
+
+
+def assert_stripe_matches_the_source(emulator, customers, started):
+    """For each customer: Stripe's events for the period equal the source up to the last whole hour."""
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    period_start = started.replace(minute=0, second=0, microsecond=0)
+    requests = [UsageRequest(c, period_start, until) for c in customers]
+    source = EmbeddedUsageSource().totals("m1", "HOUR", requests)
+    for request in requests:
+        stripe_total = Decimal(emulator.meter_event_totals(customer=request.subject)["total"])
+        assert stripe_total == source[request], request.subject
+    assert sum(source.values()) > 0
+    assert not UsageReport.objects.filter(status="pending").exists()
+
+
+def test_four_concurrent_reporters_report_each_period_exactly_once(fleet):
+    emulator, customers, started = fleet
+    add_latency(emulator, 0.02)
+    env = reporter_env(emulator)
+
+    for _round in range(2):
+        runs = [start_reporter(env) for _ in range(4)]
+        outputs = [run.communicate(timeout=120) for run in runs]
+        for run, (out, err) in zip(runs, outputs):
+            assert run.returncode == 0, err
+
+    assert_stripe_matches_the_source(emulator, customers, started)
+    sent = UsageReport.objects.filter(status="sent", trigger="command")
+    assert sent.count() == CUSTOMERS  # one meter event per customer, not four
+
+
+def test_reporters_killed_at_random_points_lose_and_double_nothing(fleet):
+    emulator, customers, started = fleet
+    add_latency(emulator, 0.1)
+    env = {**reporter_env(emulator), "EPSILON_STRIPE_SEND_CONCURRENCY": "2"}  # runs take a while
+    rng = random.Random(11)
+
+    kills = killed_in_flight = 0
+    for round_number in range(10):
+        # New usage for everyone, some of it late for hours already reported.
+        meter_services.ingest_events([
+            {
+                "specversion": "1.0", "id": f"round-{round_number}-{c}", "source": "load-test",
+                "type": "epsilon.execution", "subject": c,
+                "time": (started + timedelta(hours=rng.randrange(40), minutes=5)).isoformat(),
+                "data": {"billed_seconds": rng.randint(1, 5)},
+            }
+            for c in customers
+        ])
+        runs = [start_reporter(env) for _ in range(2)]
+        time.sleep(rng.uniform(1.0, 2.0))  # Django starts in ~1 s; then it is mid-run
+        for run in runs:
+            if run.poll() is None:
+                run.send_signal(signal.SIGKILL)
+                kills += 1
+            run.communicate(timeout=60)
+        killed_in_flight += UsageReport.objects.filter(status="pending").exists()
+
+    final = start_reporter(env)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    print(f"{kills} kills, {killed_in_flight} rounds left events in flight")
+    assert kills >= 5 and killed_in_flight >= 2, "the kills missed the window they are meant to test"
+    assert_stripe_matches_the_source(emulator, customers, started)
