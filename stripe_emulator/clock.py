@@ -5,9 +5,8 @@ window, the 24h identifier dedupe window, idempotency-key expiry, billing
 periods) reads `Clock.now()`, so tests can move time instead of sleeping.
 
 Modes: real time plus an offset (the default, offset 0), or frozen at an
-instant. Stripe test clocks (per-customer frozen clocks) are a separate,
-later layer: they will consult this clock for "wall" time and keep their own
-`frozen_time`.
+instant. Stripe test clocks are per-customer frozen times layered on top
+(resources/test_clocks.py, billing_cycle.customer_now).
 """
 
 from __future__ import annotations

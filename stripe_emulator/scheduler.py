@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 import traceback
@@ -24,6 +25,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._jobs: collections.deque = collections.deque()
         self._busy = False
+        self._held = 0
         self._stopping = False
         self._next_tick = time.monotonic() + (tick or 0)
         store.on_reset(self._drop_jobs)
@@ -35,6 +37,18 @@ class Scheduler:
         with self._cv:
             self._jobs.append(job)
             self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Run nothing while inside (tests use it to see a clock `advancing`)."""
+        with self._cv:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._held -= 1
+                self._cv.notify_all()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no job is queued or running."""
@@ -51,8 +65,8 @@ class Scheduler:
 
         while True:
             with self._cv:
-                while not self._stopping and not self._jobs:
-                    if self.tick and time.monotonic() >= self._next_tick:
+                while not self._stopping and (self._held or not self._jobs):
+                    if not self._held and self.tick and time.monotonic() >= self._next_tick:
                         break
                     self._cv.wait(None if not self.tick
                                   else max(self._next_tick - time.monotonic(), 0.01))
