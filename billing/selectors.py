@@ -34,6 +34,8 @@ class ReportTarget:
     subject: str | None
     subject_error: str | None
     period: AlignedPeriod
+    # A Stripe test clock the customer lives on: its time is the customer's "now".
+    test_clock: str | None = None
 
 
 def subject_for(customer_id: str, metadata: dict | None) -> str:
@@ -120,6 +122,7 @@ def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
         subject=subject,
         subject_error=subject_error,
         period=period,
+        test_clock=customer.stripe_data.get("test_clock"),
     )
 
 

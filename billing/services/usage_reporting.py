@@ -21,7 +21,7 @@ event (same identifier) instead of computing a new one. Outcomes that are not ce
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from hashlib import sha256
 
@@ -102,6 +102,39 @@ class RunResult:
         return f"{len(self.outcomes)} report(s): {parts}; {units.to_integral_value():+} unit(s) sent to Stripe."
 
 
+@dataclass
+class RunClock:
+    """
+    "Now" for each customer during one run: its Stripe test clock's time when it lives
+    on one (Stripe bills and checks its meter events by that time), else this machine's.
+    An explicit as-of time (back-fills, closed periods) replaces "now" for the usage span.
+    """
+
+    real_now: datetime
+    fixed_as_of: datetime | None = None
+    test_clocks: dict[str, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def for_targets(cls, targets, client, *, as_of=None) -> "RunClock":
+        times = {}
+        for clock_id in sorted({t.test_clock for t in targets if t.test_clock}):
+            if client is None:  # a dry run asks Stripe nothing
+                continue
+            try:
+                frozen = client.v1.test_helpers.test_clocks.retrieve(clock_id).frozen_time
+            except stripe.StripeError as exc:
+                logger.warning("could not read test clock %s: %s", clock_id, exc)
+                continue
+            times[clock_id] = datetime.fromtimestamp(frozen, UTC)
+        return cls(timezone.now(), as_of, times)
+
+    def now(self, target: ReportTarget) -> datetime:
+        return self.test_clocks.get(target.test_clock, self.real_now)
+
+    def as_of(self, target: ReportTarget) -> datetime:
+        return self.fixed_as_of or self.now(target)
+
+
 def report_usage(
     *,
     trigger: str,
@@ -113,7 +146,6 @@ def report_usage(
     client=None,
 ) -> RunResult:
     """Report every metered subscription item, or those of some customers or subscriptions."""
-    as_of = as_of or timezone.now()
     source = source or get_usage_source()
     client = client or (None if dry_run else stripe_api.get_client())
     result = RunResult()
@@ -123,11 +155,12 @@ def report_usage(
         )
 
     targets = selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
+    clock = RunClock.for_targets(targets, client, as_of=as_of)
     if not dry_run:
-        targets += _roll_ended_periods(client, targets, as_of)
+        targets += _roll_ended_periods(client, targets, clock)
     targets = _unique(targets + selectors.unfinished_past_targets(targets))
     result.outcomes += report_targets(
-        targets, as_of=as_of, trigger=trigger, source=source, client=client, dry_run=dry_run
+        targets, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run
     )
     return result
 
@@ -142,36 +175,37 @@ def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> 
     result = RunResult()
     if not targets:
         return result
-    as_of = max(t.period.billing_end for t in targets)
+    client = client or stripe_api.get_client()
+    clock = RunClock.for_targets(targets, client, as_of=max(t.period.billing_end for t in targets))
     result.outcomes += report_targets(
-        targets,
-        as_of=as_of,
-        trigger=trigger,
-        source=source or get_usage_source(),
-        client=client or stripe_api.get_client(),
+        targets, clock=clock, trigger=trigger, source=source or get_usage_source(), client=client
     )
     return result
 
 
-def report_targets(targets, *, as_of, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
+def report_targets(targets, *, clock, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
     """
-    Report each target up to the last whole window before `as_of`: write every ledger
-    row first, then send the pending ones together, at the rate Stripe allows.
+    Report each target up to the last whole window before its as-of time: write every
+    ledger row first, then send the pending ones together, at the rate Stripe allows.
     """
-    totals, source_errors = _fetch_totals(source, targets, as_of)
+    totals, source_errors = _fetch_totals(source, targets, clock)
     outcomes = []
     for target in targets:
-        usage_until = target.period.usage_until(as_of)
+        usage_until = target.period.usage_until(clock.as_of(target))
         if usage_until <= target.period.start:
             continue  # no whole window of this period has passed yet
         error = target.subject_error or source_errors.get(target.meter.id)
         total = None if error else totals.get((target.meter.id, _request_for(target, usage_until)))
-        outcomes.append(prepare_report(target, usage_until, total, error=error, trigger=trigger, dry_run=dry_run))
+        outcomes.append(
+            prepare_report(
+                target, usage_until, total, error=error, trigger=trigger, now=clock.now(target), dry_run=dry_run
+            )
+        )
     send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
     return [o.settled() for o in outcomes]
 
 
-def prepare_report(target, usage_until, total, *, error, trigger, dry_run=False) -> ReportOutcome:
+def prepare_report(target, usage_until, total, *, error, trigger, now, dry_run=False) -> ReportOutcome:
     """Record what one item owes for one period up to `usage_until`; send nothing yet."""
     if not error:
         error = _invalid_total(total)
@@ -183,7 +217,7 @@ def prepare_report(target, usage_until, total, *, error, trigger, dry_run=False)
         value = reportable - selectors.sent_total(target)
         return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
     try:
-        report = _claim(target, usage_until, total, reportable, trigger)
+        report = _claim(target, usage_until, total, reportable, trigger, now)
     except IntegrityError:  # a concurrent run wrote this period's next row first
         report = None
     if report is None:
@@ -194,7 +228,7 @@ def prepare_report(target, usage_until, total, *, error, trigger, dry_run=False)
     return ReportOutcome(target, usage_until, total, report.value_sent, report.status, report.error, report)
 
 
-def _claim(target, usage_until, total, reportable, trigger):
+def _claim(target, usage_until, total, reportable, trigger, now):
     """
     Write the period's next ledger row in one transaction: a pending row to send, a
     skipped row when nothing is new, or None when a report of this period is pending.
@@ -209,7 +243,7 @@ def _claim(target, usage_until, total, reportable, trigger):
         if value == 0:
             return _skip(target, usage_until, total, last, trigger)
         timestamp = target.period.event_timestamp(usage_until)
-        rejection = timestamp_rejection(timestamp, timezone.now())
+        rejection = timestamp_rejection(timestamp, now)
         status = Status.FAILED if rejection else Status.PENDING
         report = new_report_row(target, usage_until, total, value, status, trigger, next_sequence=_next(last))
         report.event_timestamp = timestamp
@@ -385,13 +419,13 @@ def _outcome_of(report: UsageReport) -> ReportOutcome:
     )
 
 
-def _roll_ended_periods(client, targets, as_of) -> list[ReportTarget]:
+def _roll_ended_periods(client, targets, clock) -> list[ReportTarget]:
     """
     An item whose mirrored period has ended is reported up to that period's end (it is
     in `targets` already) and its subscription is refreshed from Stripe, so its new
     period is reported too even if the webhook saying so has not arrived.
     """
-    ended = {t.subscription_id for t in targets if t.period.billing_end <= as_of}
+    ended = {t.subscription_id for t in targets if t.period.billing_end <= clock.as_of(t)}
     rolled = []
     for subscription_id in sorted(ended):
         try:
@@ -401,7 +435,7 @@ def _roll_ended_periods(client, targets, as_of) -> list[ReportTarget]:
             continue
         rolled += [
             t for t in selectors.current_targets(subscription_ids=[subscription_id])
-            if t.period.billing_end > as_of
+            if t.period.billing_end > clock.as_of(t)
         ]
     return rolled
 
@@ -420,11 +454,11 @@ def _request_for(target: ReportTarget, usage_until: datetime) -> UsageRequest:
     return UsageRequest(subject=target.subject, start=target.period.start, end=usage_until)
 
 
-def _fetch_totals(source, targets, as_of):
+def _fetch_totals(source, targets, clock):
     """One batched source query per meter; a failing meter fails only its own items."""
     by_meter = defaultdict(list)
     for target in targets:
-        usage_until = target.period.usage_until(as_of)
+        usage_until = target.period.usage_until(clock.as_of(target))
         if target.subject and usage_until > target.period.start:
             by_meter[target.meter].append(_request_for(target, usage_until))
     totals, errors = {}, {}  # totals by (meter id, request): meters share subjects and periods
