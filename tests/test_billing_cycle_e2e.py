@@ -1,0 +1,139 @@
+"""
+A whole billing cycle, end to end over HTTP: setup, usage, a Stripe test clock moved
+past the period end, Stripe's webhooks delivered to the app's real endpoint, usage
+reported before the invoice finalizes, and the invoices themselves.
+"""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import httpx
+import pytest
+import stripe
+from django.core.management import call_command
+from django_q.conf import Conf
+from djstripe.models import WebhookEndpoint
+
+from billing.models import UsageReport
+from billing.services import stripe_setup, stripe_sync, webhook_endpoints
+from billing.services.periods import AlignedPeriod
+from embedded_meter import services as meter_services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+CENTS_PER_UNIT = Decimal(10)
+
+
+def execution(event_id, customer_id, moment, seconds):
+    return {
+        "specversion": "1.0", "id": event_id, "source": "e2e", "type": "epsilon.execution",
+        "subject": customer_id, "time": moment.isoformat(), "data": {"billed_seconds": seconds},
+    }
+
+
+def period_of(subscription):
+    item = subscription["items"]["data"][0]
+    return AlignedPeriod.of(
+        datetime.fromtimestamp(item["current_period_start"], UTC),
+        datetime.fromtimestamp(item["current_period_end"], UTC),
+        "HOUR",
+    )
+
+
+def finalized_invoice(client, customer_id, period):
+    invoices = client.v1.invoices.list({"customer": customer_id, "limit": 100}).data
+    [invoice] = [i for i in invoices if i.period_end == int(period.billing_end.timestamp())]
+    return invoice
+
+
+@pytest.fixture
+def cycle(live_server, stripe_emulated, monkeypatch):
+    """A customer on a test clock, subscribed 40 days ago at 13:45, with the webhook endpoint set up."""
+    monkeypatch.setattr(Conf, "SYNC", True)  # django-q2 runs the queued report inline
+    emulator = stripe_emulated
+    client = emulator.client()
+    start = (datetime.now(UTC) - timedelta(days=40)).replace(hour=13, minute=45, second=0, microsecond=0)
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(start.timestamp()), "name": "e2e"})
+    stripe_setup.ensure_epsilon_objects()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    customer = client.v1.customers.create({"email": "cycle@example.com", "test_clock": clock.id})
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    stripe_sync.sync_customer(customer)
+    stripe_sync.sync_subscription(subscription)
+    # Last: from here on Stripe's webhooks reach the live server, whose writes would
+    # race this thread's on SQLite's shared in-memory test database.
+    webhook_endpoints.ensure_webhook_endpoint(live_server.url)
+    return emulator, client, clock, customer.id, period_of(subscription)
+
+
+def advance(emulator, clock, moment):
+    emulator.advance_test_clock(clock.id, int(moment.timestamp()))
+    emulator.flush_webhooks()
+
+
+def test_the_invoice_bills_the_usage_up_to_the_aligned_period_end_and_the_rest_next_time(cycle):
+    emulator, client, clock, customer_id, first = cycle
+    assert (first.billing_end.minute, first.end.minute) == (45, 0)
+    meter_services.ingest_events([
+        execution("a", customer_id, first.start + timedelta(hours=3), 30),
+        execution("b", customer_id, first.end - timedelta(minutes=20), 12),  # 12:40, last window
+        execution("c", customer_id, first.end + timedelta(minutes=15), 7),  # 13:15: after the aligned end
+    ])
+
+    # The period ends at 13:45: Stripe rolls the subscription and drafts the invoice;
+    # its webhooks reach the app, which reports the period up to 13:00.
+    advance(emulator, clock, first.billing_end + timedelta(minutes=10))
+
+    reports = UsageReport.objects.filter(period_start=first.start, status="sent")
+    assert {r.trigger for r in reports} == {"webhook"}
+    assert sum(r.value_sent for r in reports) == 42
+    assert reports.order_by("-usage_until").first().usage_until == first.end
+
+    # Past the grace hour the invoice finalizes with exactly that usage.
+    advance(emulator, clock, first.billing_end + timedelta(hours=2))
+    invoice = finalized_invoice(client, customer_id, first)
+    [line] = invoice.lines.data
+    assert invoice.status == "open"
+    assert line.quantity == 42
+    assert Decimal(line.amount) == 42 * CENTS_PER_UNIT == Decimal(invoice.total)
+
+    # The 13:00-13:45 usage is billed with the next period.
+    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
+    assert second.start == first.end
+    meter_services.ingest_events([execution("d", customer_id, second.start + timedelta(days=3), 5)])
+    call_command("report_usage", stdout=StringIO())  # the schedule's work, by the clock's time
+    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
+    advance(emulator, clock, second.billing_end + timedelta(hours=2))
+
+    next_invoice = finalized_invoice(client, customer_id, second)
+    assert next_invoice.lines.data[0].quantity == 7 + 5
+    assert Decimal(next_invoice.total) == 12 * CENTS_PER_UNIT
+
+
+def replay(event: dict) -> int:
+    """Deliver a stored Stripe event again, signed as Stripe signs it, over HTTP."""
+    endpoint = WebhookEndpoint.objects.get()
+    body = json.dumps(event)
+    timestamp = int(time.time())
+    signature = stripe.WebhookSignature._compute_signature(f"{timestamp}.{body}", endpoint.secret)
+    response = httpx.post(
+        endpoint.url, content=body, timeout=30,
+        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"},
+    )
+    return response.status_code
+
+
+def test_replayed_cycle_webhooks_report_nothing_twice(cycle):
+    emulator, client, clock, customer_id, first = cycle
+    meter_services.ingest_events([execution("a", customer_id, first.start + timedelta(hours=3), 30)])
+    advance(emulator, clock, first.billing_end + timedelta(minutes=10))
+    sent_before = list(UsageReport.objects.filter(status="sent").values_list("identifier", flat=True))
+    cycle_events = emulator.events("customer.subscription.updated") + emulator.events("invoice.created")
+    assert len(cycle_events) == 2
+
+    assert [replay(event) for event in cycle_events] == [200, 200]
+
+    assert list(UsageReport.objects.filter(status="sent").values_list("identifier", flat=True)) == sent_before
+    assert Decimal(emulator.meter_event_totals(customer=customer_id)["total"]) == 30
