@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: install demo emulator emulator-stop migrate admin-user run test test-sqlite test-postgres clean
+.PHONY: install demo demo-cycle emulator emulator-stop migrate admin-user run test test-sqlite test-postgres clean
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: migrate emulator
 	@echo "Look at: Epsilon billing > Usage reports (every report, its period, value and status),"
 	@echo "         Epsilon billing > Meters; Embedded meter > Usage events;"
 	@echo "         Djstripe > Customers and Subscriptions (select some: Report usage now)."
+
+# A whole billing cycle on a Stripe test clock: webhooks, report, finalized invoice.
+demo-cycle: migrate emulator
+	$(BIN)/python scripts/demo_cycle.py
 
 admin-user: migrate
 	$(BIN)/python manage.py createsuperuser

@@ -55,3 +55,14 @@ def test_sync_is_idempotent(stripe_emulated):
     call_command("sync_stripe", stdout=StringIO())
     call_command("sync_stripe", stdout=StringIO())
     assert djstripe_models.Customer.objects.count() == 1
+
+
+def test_a_new_active_meter_supersedes_a_stale_mirrored_one(stripe_emulated):
+    Meter.objects.create(
+        id="mtr_test_FromAnotherAccount0000000000", display_name="old", event_name="epsilon_execution_duration",
+        source_meter_slug="m1", status="active",
+    )
+    call_command("epsilon_setup", stdout=StringIO())
+    statuses = dict(Meter.objects.values_list("id", "status"))
+    assert statuses.pop("mtr_test_FromAnotherAccount0000000000") == "inactive"
+    assert list(statuses.values()) == ["active"]

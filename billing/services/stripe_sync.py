@@ -23,6 +23,12 @@ def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
         "customer_payload_key": stripe_meter.customer_mapping.event_payload_key,
         "value_payload_key": stripe_meter.value_settings.event_payload_key,
     }
+    if mirrored["status"] == Meter.Status.ACTIVE:
+        # Stripe allows one active meter per event name: any other we mirror as active
+        # is stale (deactivated in Stripe, or from another account or emulator state).
+        Meter.objects.filter(
+            livemode=mirrored["livemode"], event_name=mirrored["event_name"], status=Meter.Status.ACTIVE
+        ).exclude(id=stripe_meter.id).update(status=Meter.Status.INACTIVE)
     meter, created = Meter.objects.get_or_create(
         id=stripe_meter.id,
         defaults={
