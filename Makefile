@@ -46,12 +46,16 @@ admin-user: migrate
 run: migrate emulator
 	$(BIN)/python manage.py runserver $(PORT)
 
+# The browser tests drive Debian's chromium; install it when missing (as root).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 test: test-sqlite test-postgres
 
-test-sqlite: install
+test-sqlite: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgres: install
+test-postgres: install browser
 	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 clean: emulator-stop

@@ -1,24 +1,29 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
-from django.utils.html import format_html
-
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from djstripe.admin.admin import CustomerAdmin as DjstripeCustomerAdmin
+from djstripe.admin.admin import PriceAdmin as DjstripePriceAdmin
+from djstripe.admin.admin import ProductAdmin as DjstripeProductAdmin
 from djstripe.admin.admin import SubscriptionAdmin as DjstripeSubscriptionAdmin
-from djstripe.models import Customer, Subscription
+from djstripe.models import Customer, Price, Product, Subscription
 
-from . import stripe_dashboard
-from .admin_actions import ReportUsageNowMixin
-from .models import Meter, UsageReport
+from . import admin_selectors, admin_views
+from .admin_actions import (
+    CsvExportMixin,
+    ReconcileMixin,
+    ReportUsageNowMixin,
+    RetryFailedMixin,
+)
+from .admin_display import money, status_badge, stripe_link, stripe_url
+from .models import Meter, PeriodReconciliation, UsageReport
 
 CUSTOMER_FILTER_CHOICES = 100
+ADMIN_CSS = {"all": ["billing/admin.css"]}
 
-
-def stripe_link(stripe_id: str, livemode: bool, label: str | None = None):
-    url = stripe_dashboard.url_for(stripe_id, livemode)
-    if not url:
-        return stripe_id or "-"
-    return format_html('<a href="{}" target="_blank" rel="noopener">{} ↗</a>', url, label or stripe_id)
+__all__ = ["stripe_link"]
 
 
 class LedgerCustomerFilter(admin.SimpleListFilter):
@@ -40,6 +45,16 @@ class LedgerCustomerFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(customer_id=self.value())
         return queryset
+
+
+def search_by_customer(queryset, term, extra=None):
+    """Exact Stripe ids and emails in part, by subquery: a join would hide unmirrored rows."""
+    term = term.strip()
+    if not term:
+        return queryset, False
+    customers_by_email = Customer.objects.filter(email__icontains=term).values("id")
+    matches = Q(customer_id=term) | Q(customer_id__in=customers_by_email)
+    return queryset.filter(matches | extra if extra is not None else matches), False
 
 
 @admin.register(Meter)
@@ -70,12 +85,12 @@ class MeterAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):
+class UsageReportAdmin(RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
     """The audit of every usage report: read-only, it is the billing ledger."""
 
     list_display = [
         "created", "customer_display", "meter", "period_display", "usage_until", "sequence",
-        "usage_total", "value_sent", "status", "trigger", "attempts",
+        "usage_total", "value_sent", "status_display", "trigger", "attempts",
     ]
     list_filter = [
         "status", "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
@@ -90,15 +105,22 @@ class UsageReportAdmin(admin.ModelAdmin):
         ("Who", {"fields": ["customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode"]}),
         ("Period (UTC, window-aligned)", {"fields": ["window_size", "period_start", "period_end", "usage_until", "sequence"]}),
         ("Usage", {"fields": ["source_meter_slug", "usage_total", "value_sent"]}),
-        ("Stripe meter event", {"fields": ["identifier", "event_timestamp", "status", "error", "attempts", "sent_at"]}),
+        ("Stripe meter event", {"fields": ["identifier", "event_timestamp", "status_display", "error", "attempts", "sent_at"]}),
         ("Audit", {"fields": ["trigger", "created", "updated"]}),
     ]
     readonly_fields = [
         "customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode",
         "window_size", "period_start", "period_end", "usage_until", "sequence", "source_meter_slug",
-        "usage_total", "value_sent", "identifier", "event_timestamp", "status", "error", "attempts",
+        "usage_total", "value_sent", "identifier", "event_timestamp", "status_display", "error", "attempts",
         "sent_at", "trigger", "created", "updated",
     ]
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_urls(self):
+        overview = self.admin_site.admin_view(admin_views.BillingOverview.as_view(model_admin=self))
+        return [path("overview/", overview, name="billing_overview"), *super().get_urls()]
 
     def get_queryset(self, request):
         # prefetch, not select_related: the ledger keeps rows whose customer is no
@@ -106,21 +128,11 @@ class UsageReportAdmin(admin.ModelAdmin):
         return super().get_queryset(request).select_related("meter").prefetch_related("customer")
 
     def get_search_results(self, request, queryset, search_term):
-        # Local columns and a subquery, never a join to the mirror: a join would hide
-        # the rows of customers that are no longer mirrored.
         term = search_term.strip()
-        if not term:
-            return queryset, False
-        customers_by_email = Customer.objects.filter(email__icontains=term).values("id")
-        matches = (
-            Q(identifier__icontains=term)
-            | Q(customer_id=term)
-            | Q(subscription_id=term)
-            | Q(subscription_item_id=term)
-            | Q(price_id=term)
-            | Q(customer_id__in=customers_by_email)
+        return search_by_customer(
+            queryset, term,
+            Q(identifier__icontains=term) | Q(subscription_id=term) | Q(subscription_item_id=term) | Q(price_id=term),
         )
-        return queryset.filter(matches), False
 
     def has_add_permission(self, request):
         return False
@@ -130,6 +142,10 @@ class UsageReportAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, report):
+        return status_badge(report.status, report.get_status_display(), report.error)
 
     @admin.display(description="Customer", ordering="customer_id")
     def customer_display(self, report):
@@ -158,6 +174,67 @@ class UsageReportAdmin(admin.ModelAdmin):
         return f"{report.period_start:%Y-%m-%d %H:%M} → {report.period_end:%Y-%m-%d %H:%M}"
 
 
+@admin.register(PeriodReconciliation)
+class PeriodReconciliationAdmin(ReconcileMixin, admin.ModelAdmin):
+    """Source, ledger and Stripe per customer, meter and period: read-only, as checked."""
+
+    list_display = [
+        "checked_at", "customer_display", "meter", "period_display", "source_total", "ledger_units",
+        "stripe_units", "drift", "status_display", "correction_link",
+    ]
+    list_filter = ["status", ("meter", admin.RelatedOnlyFieldListFilter), "livemode"]
+    search_fields = ["customer__id"]  # searched in get_search_results, without a join
+    search_help_text = "A Stripe customer id, or a customer email."
+    list_select_related = ["meter", "correction"]
+    readonly_fields = [
+        "customer_display", "meter_link", "livemode", "period_start", "period_end", "usage_until",
+        "source_total", "ledger_units", "stripe_units", "drift", "unreported_units", "status_display",
+        "error", "correction_link", "checked_at",
+    ]
+    fields = readonly_fields
+
+    class Media:
+        css = ADMIN_CSS
+
+    def reconcile_customer_ids(self, queryset):
+        return queryset.values_list("customer_id", flat=True)
+
+    def get_search_results(self, request, queryset, search_term):
+        return search_by_customer(queryset, search_term)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Customer", ordering="customer_id")
+    def customer_display(self, result):
+        return stripe_link(result.customer_id, result.livemode)
+
+    @admin.display(description="Stripe meter")
+    def meter_link(self, result):
+        return stripe_link(result.meter_id, result.livemode, str(result.meter))
+
+    @admin.display(description="Period", ordering="period_start")
+    def period_display(self, result):
+        return f"{result.period_start:%Y-%m-%d %H:%M} → {result.usage_until:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, result):
+        return status_badge(result.status, result.get_status_display(), result.error)
+
+    @admin.display(description="Correction")
+    def correction_link(self, result):
+        if result.correction_id is None:
+            return "-"
+        url = reverse("admin:billing_usagereport_change", args=[result.correction_id])
+        return format_html('<a href="{}">report #{}</a>', url, result.correction_id)
+
+
 def _mirrored(report, field_name):
     """The mirrored dj-stripe object, or None when the ledger outlives the mirror."""
     try:
@@ -166,16 +243,125 @@ def _mirrored(report, field_name):
         return None
 
 
-# dj-stripe's admins for customers and subscriptions, with "Report usage now".
+# --- dj-stripe's admins, with usage, the ledger, Stripe links and actions ----------
+
+
+class StripeLinkMixin:
+    """A dashboard link column and change-page button, test or live, without the account id."""
+
+    change_form_template = "admin/billing/stripe_change_form.html"
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_list_display(self, request):
+        return [*super().get_list_display(request), "stripe_dashboard_link"]
+
+    @admin.display(description="Stripe")
+    def stripe_dashboard_link(self, obj):
+        return stripe_link(obj.id, obj.livemode, "dashboard")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra_context = {**(extra_context or {}), **self.billing_context(request, obj)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def billing_context(self, request, obj):
+        return {"epsilon_stripe_url": stripe_url(obj.id, obj.livemode) if obj else ""}
+
+
+class UsageColumnsMixin(StripeLinkMixin):
+    """
+    Usage this period on the list (one batched source call per meter for the whole
+    page) and a usage panel with charts on the change page.
+    """
+
+    #: "customer_ids" or "subscription_ids"; and the target attribute that matches it.
+    report_usage_scope: str
+    usage_key: str
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        ids = [obj.id for obj in changelist.result_list]  # evaluates the page once, kept
+        by_id = admin_selectors.usage_by(self.usage_key, admin_selectors.item_usages(**{self.report_usage_scope: ids}))
+        errors = set()
+        for obj in changelist.result_list:
+            obj.epsilon_usages = by_id.get(obj.id, [])
+            errors.update(u.error for u in obj.epsilon_usages if u.error)
+        for error in sorted(errors):
+            messages.warning(request, f"Usage this period is not shown: {error}")
+        return changelist
+
+    @admin.display(description="Usage this period")
+    def usage_this_period(self, obj):
+        usages = getattr(obj, "epsilon_usages", None)
+        if not usages:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{}", ((_usage_cell(u),) for u in usages))
+
+    def billing_context(self, request, obj):
+        context = super().billing_context(request, obj)
+        if obj is None:
+            return context
+        opts = self.model._meta
+        return {
+            **context,
+            "epsilon_usage_panel": True,
+            "epsilon_usages": admin_selectors.item_usages(**{self.report_usage_scope: [obj.id]}, charts=True),
+            "epsilon_next_run": admin_selectors.next_scheduled_report(),
+            "epsilon_report_url": (
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_report_usage", args=[obj.pk])
+                if self.has_report_usage_permission(request) else ""
+            ),
+        }
+
+
+def _usage_cell(usage):
+    if usage.error:
+        return format_html('<span class="epsilon-error" title="{}">⚠ usage unknown</span>', usage.error)
+    badge = ""
+    if usage.problem:
+        status = usage.ledger.last_report.status
+        badge = status_badge(status, usage.ledger.last_report.get_status_display(), usage.problem)
+    return format_html(
+        '<span class="epsilon-cell-usage">{} used · {} at Stripe · ≈ {} {}</span>',
+        _whole(usage.used_units), _whole(usage.ledger.sent_units),
+        money(usage.estimate_cents, usage.currency), badge,
+    )
+
+
+def _whole(value):
+    return "-" if value is None else f"{value:,f}"
+
+
 admin.site.unregister(Customer)
 admin.site.unregister(Subscription)
+admin.site.unregister(Price)
+admin.site.unregister(Product)
 
 
 @admin.register(Customer)
-class CustomerAdmin(ReportUsageNowMixin, DjstripeCustomerAdmin):
+class CustomerAdmin(ReportUsageNowMixin, ReconcileMixin, UsageColumnsMixin, DjstripeCustomerAdmin):
     report_usage_scope = "customer_ids"
+    usage_key = "customer_id"
+    list_display = (*DjstripeCustomerAdmin.list_display, "usage_this_period")
+
+    def reconcile_customer_ids(self, queryset):
+        return queryset.values_list("id", flat=True)
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReportUsageNowMixin, DjstripeSubscriptionAdmin):
+class SubscriptionAdmin(ReportUsageNowMixin, UsageColumnsMixin, DjstripeSubscriptionAdmin):
     report_usage_scope = "subscription_ids"
+    usage_key = "subscription_id"
+    list_display = (*DjstripeSubscriptionAdmin.list_display, "usage_this_period")
+
+
+@admin.register(Price)
+class PriceAdmin(StripeLinkMixin, DjstripePriceAdmin):
+    pass
+
+
+@admin.register(Product)
+class ProductAdmin(StripeLinkMixin, DjstripeProductAdmin):
+    pass

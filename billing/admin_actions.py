@@ -1,24 +1,34 @@
 """
-"Report usage now" for customers and subscriptions in the admin: a confirmation page
-(as Django's and dj-stripe's own actions have), then the same reporting service the
-command, the schedule and the webhooks use.
+Admin doors to the billing services: "Report usage now", "Retry failed", "Reconcile
+with Stripe" and the CSV export of the audit. Each action that talks to Stripe asks
+for the dedicated permission, and goes through the same service as the command, the
+schedule and the webhooks, so the ledger's exactly-once rule holds here too.
 """
+
+import csv
 
 import stripe
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ImproperlyConfigured
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html_join
+from djstripe.models import Customer
 
-from .models import UsageReport
-from .services import usage_reporting
+from .models import PeriodReconciliation, UsageReport
+from .services import reconciliation, usage_reporting
 
 PERMISSION = "billing.report_usage_now"
+SERVICE_ERRORS = (ImproperlyConfigured, stripe.StripeError)
 
 
 class ReportUsageNowMixin:
-    """Adds the permission-guarded "Report usage now" action to a dj-stripe admin."""
+    """Adds the permission-guarded "Report usage now" action and change-page button."""
 
     #: "customer_ids" or "subscription_ids": how the selection narrows the run.
     report_usage_scope: str
@@ -33,48 +43,245 @@ class ReportUsageNowMixin:
     def has_report_usage_permission(self, request):
         return request.user.has_perm(PERMISSION)
 
+    def get_urls(self):
+        opts = self.model._meta
+        view = self.admin_site.admin_view(self.report_usage_object_view)
+        name = f"{opts.app_label}_{opts.model_name}_report_usage"
+        return [path("<path:object_id>/report-usage/", view, name=name), *super().get_urls()]
+
     @admin.action(description="Report usage now", permissions=["report_usage"])
     def report_usage_now(self, request, queryset):
         if request.POST.get("post") != "yes":
             return self._confirm_report_usage(request, queryset)
-        stripe_ids = list(queryset.values_list("id", flat=True))
+        self._report(request, list(queryset.values_list("id", flat=True)))
+        return None
+
+    def report_usage_object_view(self, request, object_id):
+        """The change page's "Report usage now" button: confirm, report, come back."""
+        if not self.has_report_usage_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
+        change_url = reverse(f"admin:{self.model._meta.app_label}_{self.model._meta.model_name}_change", args=[obj.pk])
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            self._report(request, [obj.id])
+            return HttpResponseRedirect(change_url)
+        return self._confirm_report_usage(request, self.model.objects.filter(pk=obj.pk), cancel_url=change_url)
+
+    def _report(self, request, stripe_ids):
         try:
             result = usage_reporting.report_usage(
                 trigger=UsageReport.Trigger.ADMIN, **{self.report_usage_scope: stripe_ids}
             )
-        except (ImproperlyConfigured, stripe.StripeError) as exc:
+        except SERVICE_ERRORS as exc:
             self.message_user(request, f"Usage was not reported: {exc}", messages.ERROR)
-            return None
-        self._report_result(request, result)
-        return None
-
-    def _report_result(self, request, result):
-        if not result.outcomes:
-            self.message_user(
-                request,
-                "Nothing to report: no metered subscription item of the selection has a "
-                "whole usage window in its current period yet.",
-                messages.WARNING,
-            )
             return
-        level = messages.ERROR if result.failed else messages.SUCCESS
-        self.message_user(request, f"Usage reported. {result.summary()}", level)
-        for outcome in result.failed:
-            self.message_user(
-                request,
-                f"{outcome.target.customer_id} / {outcome.target.price_id}: {outcome.error}",
-                messages.ERROR,
-            )
+        report_result(self, request, result)
 
-    def _confirm_report_usage(self, request, queryset):
-        opts = self.model._meta
+    def _confirm_report_usage(self, request, queryset, cancel_url=None):
         context = {
-            **self.admin_site.each_context(request),
-            "title": "Report usage now?",
-            "opts": opts,
-            "queryset": queryset,
-            "objects": format_html_join("", "<li>{} ({})</li>", ((obj, obj.id) for obj in queryset)),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
+            **confirmation_context(self, request, queryset, "Report usage now?"),
+            "cancel_url": cancel_url,
         }
         return TemplateResponse(request, "admin/billing/report_usage_confirm.html", context)
+
+
+def report_result(modeladmin, request, result, *, empty_message=None):
+    """One message with the run's summary, and one per report that did not reach Stripe."""
+    if not result.outcomes:
+        modeladmin.message_user(
+            request,
+            empty_message or "Nothing to report: no metered subscription item of the selection has a "
+            "whole usage window in its current period yet.",
+            messages.WARNING,
+        )
+        return
+    level = messages.ERROR if result.failed else messages.SUCCESS
+    modeladmin.message_user(request, f"Usage reported. {result.summary()}", level)
+    for outcome in result.failed:
+        modeladmin.message_user(
+            request,
+            f"{outcome.target.customer_id} / {outcome.target.price_id}: {outcome.error}",
+            messages.ERROR,
+        )
+
+
+def confirmation_context(modeladmin, request, queryset, title):
+    return {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "opts": modeladmin.model._meta,
+        "queryset": queryset,
+        "objects": format_html_join("", "<li>{} ({})</li>", ((obj, obj.id) for obj in queryset)),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": modeladmin.media,
+    }
+
+
+# --- reconciliation ---------------------------------------------------------------
+
+
+class ReconcileMixin:
+    """
+    "Reconcile with Stripe" for the customers of a selection: compare the source, the
+    ledger and Stripe's summaries, and optionally correct drift, after a confirmation.
+    """
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if request.user.has_perm(PERMISSION):
+            actions["reconcile_with_stripe"] = self.get_action("reconcile_with_stripe")
+        return actions
+
+    def has_reconcile_permission(self, request):
+        return request.user.has_perm(PERMISSION)
+
+    def reconcile_customer_ids(self, queryset) -> list[str]:
+        """The Stripe customer ids a selection stands for."""
+        raise NotImplementedError
+
+    @admin.action(description="Reconcile with Stripe", permissions=["reconcile"])
+    def reconcile_with_stripe(self, request, queryset):
+        customer_ids = sorted(set(self.reconcile_customer_ids(queryset)))
+        if request.POST.get("post") != "yes":
+            context = {
+                **confirmation_context(self, request, queryset, "Reconcile with Stripe?"),
+                "customer_ids": customer_ids,
+                "settle_minutes": int(reconciliation.DEFAULT_SETTLE_DELAY.total_seconds() // 60),
+            }
+            return TemplateResponse(request, "admin/billing/reconcile_confirm.html", context)
+        correct = request.POST.get("correct") == "yes"
+        try:
+            results = reconciliation.reconcile(customer_ids=customer_ids, correct=correct)
+        except SERVICE_ERRORS as exc:
+            self.message_user(request, f"Reconciliation did not run: {exc}", messages.ERROR)
+            return None
+        reconcile_result(self, request, results, correct)
+        return None
+
+
+def reconcile_result(modeladmin, request, results, correct):
+    if not results:
+        modeladmin.message_user(
+            request,
+            "Nothing to reconcile: no period of these customers has settled reports yet "
+            f"(periods reported in the last {int(reconciliation.DEFAULT_SETTLE_DELAY.total_seconds() // 60)} "
+            "minutes are checked later, as Stripe's summaries lag).",
+            messages.WARNING,
+        )
+        return
+    Status = PeriodReconciliation.Status
+    counts = {s.label.lower(): sum(r.status == s for r in results) for s in Status}
+    text = ", ".join(f"{n} {label}" for label, n in counts.items() if n)
+    trouble = [r for r in results if r.status in (Status.DRIFT, Status.UNKNOWN) or r.error]
+    level = messages.WARNING if trouble else messages.SUCCESS
+    hint = " Select them again and tick “correct drift” to send compensating events." if (
+        not correct and any(r.status == Status.DRIFT for r in results)
+    ) else ""
+    modeladmin.message_user(request, f"{len(results)} period(s) checked: {text}.{hint}", level)
+    for result in trouble:
+        drift = "unknown" if result.drift is None else f"{result.drift.normalize():+f}"
+        detail = f": {result.error}" if result.error else ""
+        modeladmin.message_user(
+            request,
+            f"{result.customer_id} {result.period_start:%Y-%m-%d %H:%M}: {result.get_status_display()} "
+            f"(drift {drift}){detail}",
+            messages.WARNING,
+        )
+
+
+# --- the audit: retry failed reports, export CSV -----------------------------------
+
+
+class RetryFailedMixin:
+    """
+    "Retry failed": runs the reporting engine for the failed rows' subscriptions. The
+    engine recomputes what Stripe is owed from the source and the ledger; a failed
+    row's own value is never resent.
+    """
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if request.user.has_perm(PERMISSION):
+            actions["retry_failed"] = self.get_action("retry_failed")
+        return actions
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm(PERMISSION)
+
+    @admin.action(description="Retry failed reports (report their subscriptions now)", permissions=["retry"])
+    def retry_failed(self, request, queryset):
+        failed = queryset.filter(status=UsageReport.Status.FAILED)
+        subscription_ids = sorted(set(failed.values_list("subscription_id", flat=True)))
+        skipped = queryset.count() - failed.count()
+        if skipped:
+            self.message_user(
+                request, f"{skipped} selected report(s) had not failed and were left alone.", messages.INFO
+            )
+        if not subscription_ids:
+            self.message_user(request, "No failed report selected: nothing retried.", messages.WARNING)
+            return
+        try:
+            result = usage_reporting.report_usage(
+                trigger=UsageReport.Trigger.ADMIN, subscription_ids=subscription_ids
+            )
+        except SERVICE_ERRORS as exc:
+            self.message_user(request, f"Retry did not run: {exc}", messages.ERROR)
+            return
+        report_result(
+            self, request, result,
+            empty_message="Nothing to retry: the failed reports' subscriptions have nothing to report now "
+            "(inactive, or no whole usage window yet).",
+        )
+
+
+CSV_COLUMNS = [
+    "id", "created", "customer_id", "customer_email", "subscription_id", "subscription_item_id",
+    "price_id", "meter_id", "livemode", "window_size", "period_start", "period_end", "usage_until",
+    "sequence", "usage_total", "value_sent", "status", "trigger", "attempts", "identifier",
+    "event_timestamp", "sent_at", "error",
+]
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value):
+        return value
+
+
+class CsvExportMixin:
+    """Export the audit list as CSV, as filtered and searched on screen, streamed."""
+
+    def get_urls(self):
+        opts = self.model._meta
+        view = self.admin_site.admin_view(self.export_csv_view)
+        return [path("export.csv", view, name=f"{opts.app_label}_{opts.model_name}_export"), *super().get_urls()]
+
+    def export_csv_view(self, request):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)  # the page's filters and search
+        rows = changelist.get_queryset(request).prefetch_related(None).select_related(None).annotate(
+            customer_email=Subquery(Customer.objects.filter(id=OuterRef("customer_id")).values("email")[:1])
+        )
+        writer = csv.writer(_Echo())
+
+        def lines():
+            yield writer.writerow(CSV_COLUMNS)
+            for report in rows.iterator(chunk_size=500):
+                yield writer.writerow([_csv_value(getattr(report, column)) for column in CSV_COLUMNS])
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%dT%H%MZ")
+        response["Content-Disposition"] = f'attachment; filename="usage-reports-{stamp}.csv"'
+        return response
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)  # Decimals as their exact digits

@@ -1,0 +1,497 @@
+"""
+What the admin shows about usage, the ledger and the schedule: plain read-only
+functions, so the pages stay thin and the figures are tested without a browser.
+
+Every page reads the usage source with one batched `totals()` call per meter, however
+many customers or chart windows it shows.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from django_q.models import Failure, Schedule, Task
+from djstripe.models import Price, Subscription
+
+from . import selectors
+from .models import PeriodReconciliation, UsageReport
+from .selectors import ReportTarget
+from .services.periods import WINDOWS, AlignedPeriod
+from .services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
+from .usage_sources import UsageRequest, UsageSourceError, get_usage_source
+
+Status = UsageReport.Status
+# A chart has at most this many bars: a monthly hourly period is drawn per day.
+MAX_CHART_BARS = 72
+CHART_BUCKETS = [WINDOWS["MINUTE"], WINDOWS["HOUR"], WINDOWS["DAY"], timedelta(days=7)]
+# Rows that say how far the ledger has reported: sent, or "nothing new" up to then.
+REPORTED = Q(status__in=[Status.SENT, Status.SKIPPED]) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+
+
+# --- usage per metered subscription item --------------------------------------
+
+
+@dataclass
+class LedgerSummary:
+    """What the ledger says about one item's period."""
+
+    sent_units: Decimal = Decimal(0)
+    reported_until: datetime | None = None
+    last_sent_at: datetime | None = None
+    failed_rows: int = 0
+    last_report: UsageReport | None = None
+
+
+@dataclass
+class ChartBar:
+    start: datetime
+    end: datetime
+    value: Decimal
+
+
+@dataclass
+class UsageChart:
+    """Usage per bucket (a whole number of the meter's windows) over one period."""
+
+    title: str
+    period: AlignedPeriod
+    bucket: timedelta
+    bars: list[ChartBar]
+    error: str = ""
+
+    @property
+    def slots(self) -> int:
+        """Buckets in the whole period, drawn or not yet."""
+        return max(1, -(-(self.period.end - self.period.start) // self.bucket))
+
+    @property
+    def total(self) -> Decimal:
+        return sum((bar.value for bar in self.bars), Decimal(0))
+
+
+@dataclass
+class ItemUsage:
+    """One metered subscription item in its current period: source, ledger, price."""
+
+    target: ReportTarget
+    usage_until: datetime
+    used: Decimal | None
+    error: str
+    ledger: LedgerSummary
+    unit_amount_cents: Decimal | None
+    currency: str
+    reconciliation: PeriodReconciliation | None = None
+    charts: list[UsageChart] = field(default_factory=list)
+
+    @property
+    def used_units(self) -> Decimal | None:
+        """Whole units, as they are reported to Stripe."""
+        return None if self.used is None else self.used.to_integral_value(rounding=ROUND_DOWN)
+
+    @property
+    def unsent_units(self) -> Decimal | None:
+        return None if self.used is None else self.used_units - self.ledger.sent_units
+
+    @property
+    def estimate_cents(self) -> Decimal | None:
+        if self.used is None or self.unit_amount_cents is None:
+            return None
+        return self.used_units * self.unit_amount_cents
+
+    @property
+    def stripe_estimate_cents(self) -> Decimal | None:
+        if self.unit_amount_cents is None:
+            return None
+        return self.ledger.sent_units * self.unit_amount_cents
+
+    @property
+    def unit_price(self) -> str:
+        return unit_price(self.unit_amount_cents, self.currency)
+
+    @property
+    def problem(self) -> str:
+        """Why the period's latest report did not reach Stripe, or ""."""
+        last = self.ledger.last_report
+        if last and last.status in (Status.FAILED, Status.PENDING):
+            return f"{last.get_status_display()}: {last.error or 'no answer from Stripe yet'}"
+        return ""
+
+
+def item_usages(*, customer_ids=None, subscription_ids=None, as_of=None, charts=False) -> list[ItemUsage]:
+    """Usage, ledger and price of each metered item of these customers or subscriptions."""
+    as_of = as_of or timezone.now()
+    targets = selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
+    if not targets:
+        return []
+    previous = previous_periods(targets) if charts else {}
+    chart_plans = {t: _chart_plans(t, as_of, previous.get(t.subscription_item_id)) for t in targets} if charts else {}
+    requests = defaultdict(set)
+    for target in targets:
+        if target.subject:
+            wanted = [_period_request(target, as_of)] + [r for p in chart_plans.get(target, []) for r in p["requests"]]
+            requests[target.meter].update(r for r in wanted if r.end > r.start)
+    totals, errors = fetch_totals(requests)
+
+    ledgers = ledger_summaries(targets)
+    prices = {p.id: p for p in Price.objects.filter(id__in={t.price_id for t in targets})}
+    reconciliations = _reconciliations(targets)
+    usages = []
+    for target in targets:
+        request = _period_request(target, as_of)
+        error = target.subject_error or errors.get(target.meter.id, "")
+        used = None if error or not target.subject else totals.get((target.meter.id, request), Decimal(0))
+        unit_amount, currency = price_terms(prices.get(target.price_id))
+        usage = ItemUsage(
+            target=target,
+            usage_until=request.end,
+            used=used,
+            error=error,
+            ledger=ledgers.get(_key(target), LedgerSummary()),
+            unit_amount_cents=unit_amount,
+            currency=currency,
+            reconciliation=reconciliations.get((target.customer_id, target.meter.id, target.period.start)),
+        )
+        usage.charts = [_chart(plan, target, totals, error) for plan in chart_plans.get(target, [])]
+        usages.append(usage)
+    return usages
+
+
+def usage_by(attribute: str, usages: list[ItemUsage]) -> dict[str, list[ItemUsage]]:
+    """Group item usages by a target attribute, e.g. "customer_id"."""
+    grouped = defaultdict(list)
+    for usage in usages:
+        grouped[getattr(usage.target, attribute)].append(usage)
+    return dict(grouped)
+
+
+def fetch_totals(requests_by_meter) -> tuple[dict, dict]:
+    """One batched `totals()` call per meter; a failing meter fails only its own items."""
+    totals, errors = {}, {}
+    if not requests_by_meter:
+        return totals, errors
+    try:
+        source = get_usage_source()
+    except UsageSourceError as exc:
+        return totals, {meter.id: f"usage source: {exc}" for meter in requests_by_meter}
+    for meter, requests in requests_by_meter.items():
+        try:
+            answers = source.totals(meter.source_meter_slug, meter.window_size, list(requests))
+        except UsageSourceError as exc:
+            errors[meter.id] = f"usage source {source.name}: {exc}"
+            continue
+        totals.update({(meter.id, request): total for request, total in answers.items()})
+    return totals, errors
+
+
+def _period_request(target: ReportTarget, as_of) -> UsageRequest:
+    # Up to the last whole window, as the next report counts it.
+    return UsageRequest(target.subject or "", target.period.start, target.period.usage_until(as_of))
+
+
+def _key(target: ReportTarget):
+    return (target.subscription_item_id, target.meter.id, target.period.start)
+
+
+def ledger_summaries(targets) -> dict[tuple, LedgerSummary]:
+    """The ledger of each target's period in two queries, whatever the number of targets."""
+    keys = {_key(t) for t in targets}
+    grouped = (
+        UsageReport.objects.filter(
+            subscription_item_id__in={k[0] for k in keys}, period_start__in={k[2] for k in keys}
+        )
+        .values("subscription_item_id", "meter_id", "period_start")
+        .annotate(
+            sent=Sum("value_sent", filter=UsageReport.COUNTS_TOWARD_TOTAL, default=Decimal(0)),
+            reported_until=Max("usage_until", filter=REPORTED),
+            last_sent_at=Max("sent_at", filter=UsageReport.COUNTS_TOWARD_TOTAL),
+            failed=Count("id", filter=Q(status=Status.FAILED)),
+            last_sequence=Max("sequence"),
+        )
+        .order_by()
+    )
+    summaries, latest = {}, Q(pk__in=[])
+    for row in grouped:
+        key = (row["subscription_item_id"], row["meter_id"], row["period_start"])
+        if key not in keys:
+            continue
+        summaries[key] = LedgerSummary(row["sent"], row["reported_until"], row["last_sent_at"], row["failed"])
+        latest |= Q(subscription_item_id=key[0], meter_id=key[1], period_start=key[2], sequence=row["last_sequence"])
+    if summaries:
+        for report in UsageReport.objects.filter(latest):
+            summaries[(report.subscription_item_id, report.meter_id, report.period_start)].last_report = report
+    return summaries
+
+
+def _reconciliations(targets):
+    rows = PeriodReconciliation.objects.filter(
+        customer_id__in={t.customer_id for t in targets}, period_start__in={t.period.start for t in targets}
+    )
+    return {(r.customer_id, r.meter_id, r.period_start): r for r in rows}
+
+
+def price_terms(price) -> tuple[Decimal | None, str]:
+    """The price per unit in cents, exact (None for tiered prices), and its currency."""
+    if price is None:
+        return None, ""
+    data = price.stripe_data or {}
+    amount = data.get("unit_amount_decimal")
+    if amount is None:
+        amount = data.get("unit_amount")
+    return (None if amount is None else Decimal(str(amount))), (data.get("currency") or "").lower()
+
+
+def money(cents: Decimal | None, currency: str) -> str:
+    """Cents as an amount to show, rounded to the cent as Stripe rounds invoice lines."""
+    if cents is None:
+        return "-"
+    amount = (cents / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if currency == "usd":
+        return f"-${-amount:,}" if amount < 0 else f"${amount:,}"
+    return f"{amount:,} {currency.upper()}".strip()
+
+
+def unit_price(cents: Decimal | None, currency: str) -> str:
+    """A price per unit, exact: 10 cents -> $0.10, 0.5 cents -> $0.005."""
+    if cents is None:
+        return "tiered (see Stripe)"
+    amount = cents / 100
+    amount = amount.quantize(Decimal("0.01")) if amount == amount.quantize(Decimal("0.01")) else amount.normalize()
+    return f"${amount:f}" if currency == "usd" else f"{amount:f} {currency.upper()}"
+
+
+# --- charts: usage per window, current and previous period ---------------------
+
+
+def chart_bucket(period: AlignedPeriod) -> timedelta:
+    """The smallest whole number of windows that draws the period in few enough bars."""
+    window = WINDOWS[period.window_size]
+    length = period.end - period.start
+    for bucket in CHART_BUCKETS:
+        if bucket >= window and bucket % window == timedelta(0) and length / bucket <= MAX_CHART_BARS:
+            return bucket
+    return -(-length // MAX_CHART_BARS // window) * window
+
+
+def chart_bars(period: AlignedPeriod, until: datetime) -> list[tuple[datetime, datetime]]:
+    """Bucket bounds from the period's start up to `until` (the last bar may be short)."""
+    bucket, bounds, start = chart_bucket(period), [], period.start
+    while start < until:
+        bounds.append((start, min(start + bucket, until)))
+        start += bucket
+    return bounds
+
+
+def _chart_plans(target: ReportTarget, as_of, previous: AlignedPeriod | None) -> list[dict]:
+    periods = [("Current period", target.period, target.period.usage_until(as_of))]
+    if previous is not None:
+        periods.append(("Previous period", previous, previous.end))
+    plans = []
+    for title, period, until in periods:
+        bounds = chart_bars(period, until)
+        requests = [UsageRequest(target.subject or "", start, end) for start, end in bounds]
+        plans.append({"title": title, "period": period, "bounds": bounds, "requests": requests})
+    return plans
+
+
+def _chart(plan, target: ReportTarget, totals, error: str) -> UsageChart:
+    bars = [
+        ChartBar(start, end, Decimal(0) if error else totals.get((target.meter.id, request), Decimal(0)))
+        for (start, end), request in zip(plan["bounds"], plan["requests"])
+    ]
+    return UsageChart(plan["title"], plan["period"], chart_bucket(plan["period"]), [] if error else bars, error)
+
+
+def previous_periods(targets) -> dict[str, AlignedPeriod]:
+    """
+    Each item's previous period: as the ledger reported it, else stepped back from the
+    current one by the price's interval (not before the subscription began).
+    """
+    periods = {}
+    for target in targets:
+        row = (
+            UsageReport.objects.filter(
+                subscription_item_id=target.subscription_item_id,
+                meter=target.meter,
+                period_end__lte=target.period.start,
+            )
+            .order_by("-period_start")
+            .values("period_start", "period_end")
+            .first()
+        )
+        if row:
+            periods[target.subscription_item_id] = AlignedPeriod.of(
+                row["period_start"], row["period_end"], target.period.window_size
+            )
+        elif (period := _stepped_back(target)) is not None:
+            periods[target.subscription_item_id] = period
+    return periods
+
+
+def _stepped_back(target: ReportTarget) -> AlignedPeriod | None:
+    subscription = Subscription.objects.filter(id=target.subscription_id).values("stripe_data").first()
+    price = Price.objects.filter(id=target.price_id).values("stripe_data").first()
+    if not subscription or not price:
+        return None
+    started = subscription["stripe_data"].get("start_date")
+    recurring = price["stripe_data"].get("recurring") or {}
+    end = target.period.billing_start
+    if not started or datetime.fromtimestamp(int(started), UTC) >= end:
+        return None  # the current period is the first
+    start = max(
+        datetime.fromtimestamp(int(started), UTC),
+        step_back(end, recurring.get("interval", "month"), int(recurring.get("interval_count") or 1)),
+    )
+    period = AlignedPeriod.of(start, end, target.period.window_size)
+    return None if period.is_empty else period
+
+
+def step_back(moment: datetime, interval: str, count: int) -> datetime:
+    """`moment` minus `count` Stripe intervals (day, week, month, year), day clamped."""
+    if interval in ("day", "week"):
+        return moment - timedelta(days=count * (7 if interval == "week" else 1))
+    months = count * (12 if interval == "year" else 1)
+    month_index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(month_index, 12)
+    for day in range(moment.day, 27, -1):
+        try:
+            return moment.replace(year=year, month=month + 1, day=day)
+        except ValueError:
+            continue
+    return moment.replace(year=year, month=month + 1, day=min(moment.day, 28))
+
+
+# --- the schedule ---------------------------------------------------------------
+
+
+@dataclass
+class ScheduleState:
+    schedule: Schedule | None
+    last_run: Task | None
+    last_failure: Task | None
+
+    @property
+    def next_run(self) -> datetime | None:
+        return self.schedule.next_run if self.schedule else None
+
+
+def schedule_state() -> ScheduleState:
+    """The reporting schedule, its last run and its last failed run (django-q2)."""
+    schedule = Schedule.objects.filter(name=SCHEDULE_NAME).order_by("id").first()
+    # Scheduled tasks are grouped under the schedule's name.
+    runs = Q(group=SCHEDULE_NAME) | Q(func=SCHEDULE_FUNC)
+    last_run = Task.objects.filter(runs).order_by("-stopped").first()
+    last_failure = Failure.objects.filter(runs).order_by("-stopped").first()
+    return ScheduleState(schedule, last_run, last_failure)
+
+
+def next_scheduled_report() -> datetime | None:
+    return Schedule.objects.filter(name=SCHEDULE_NAME).order_by("id").values_list("next_run", flat=True).first()
+
+
+# --- the overview page ----------------------------------------------------------
+
+
+@dataclass
+class HourOfReports:
+    hour: datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class FailureGroup:
+    error: str
+    reports: int
+    attempts: int
+    customers: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass
+class Overview:
+    hours: list[HourOfReports]
+    status_totals: dict[str, int]
+    failures: list[FailureGroup]
+    open_problems: dict[str, int]
+    drift: list[PeriodReconciliation]
+    schedule: ScheduleState
+    since: datetime
+
+    @property
+    def max_hourly(self) -> int:
+        return max((h.total for h in self.hours), default=0)
+
+
+def reports_per_hour(*, now=None, hours=48) -> list[HourOfReports]:
+    """Reports written in each of the last `hours` hours (UTC), counted by status."""
+    now = now or timezone.now()
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    rows = (
+        UsageReport.objects.filter(created__gte=first)
+        .annotate(hour=TruncHour("created", tzinfo=UTC))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = defaultdict(dict)
+    for row in rows:
+        counts[row["hour"]][row["status"]] = row["n"]
+    return [
+        HourOfReports(hour, {s: counts.get(hour, {}).get(s, 0) for s in Status.values})
+        for hour in (first + timedelta(hours=i) for i in range(hours))
+    ]
+
+
+def failure_groups(*, since) -> list[FailureGroup]:
+    """Failed reports since `since`, grouped by their error, most frequent first."""
+    rows = (
+        UsageReport.objects.filter(status=Status.FAILED, created__gte=since)
+        .values("error")
+        .annotate(
+            reports=Count("id"), attempts=Sum("attempts"), customers=Count("customer_id", distinct=True),
+            first_seen=Min("created"), last_seen=Max("updated"),
+        )
+        .order_by("-reports", "-last_seen")
+    )
+    return [
+        FailureGroup(r["error"] or "(no message)", r["reports"], r["attempts"] or 0, r["customers"], r["first_seen"], r["last_seen"])
+        for r in rows
+    ]
+
+
+def latest_reports():
+    """Each period's latest report: what the ledger stands at for that period now."""
+    later = UsageReport.objects.filter(
+        subscription_item_id=OuterRef("subscription_item_id"), meter=OuterRef("meter"),
+        period_start=OuterRef("period_start"), sequence__gt=OuterRef("sequence"),
+    )
+    return UsageReport.objects.filter(~Exists(later))
+
+
+def open_problem_counts() -> dict[str, int]:
+    """Periods whose latest report failed, or is still waiting for Stripe's answer."""
+    rows = latest_reports().filter(status__in=[Status.FAILED, Status.PENDING]).values("status").annotate(n=Count("id"))
+    counts = {row["status"]: row["n"] for row in rows.order_by()}
+    return {status: counts.get(status, 0) for status in (Status.FAILED, Status.PENDING)}
+
+
+def overview(*, now=None, hours=48) -> Overview:
+    now = now or timezone.now()
+    since = now - timedelta(hours=hours)
+    hourly = reports_per_hour(now=now, hours=hours)
+    status_totals = {s: sum(h.counts[s] for h in hourly) for s in Status.values}
+    open_problems = open_problem_counts()
+    drift = list(
+        PeriodReconciliation.objects.filter(
+            status__in=[PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN]
+        ).select_related("meter")
+    )
+    return Overview(hourly, status_totals, failure_groups(since=since), open_problems, drift, schedule_state(), since)

@@ -1,0 +1,84 @@
+"""An operator's round trip in a real browser: customer, report now, audit, overview."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from djstripe.models import Customer
+
+from billing.models import UsageReport
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+HOUR = timedelta(hours=1)
+
+
+def test_customer_page_report_now_audit_and_overview(admin_page, live_server, billing, recorded_source, screenshot):
+    page = admin_page
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 30)
+    billing.source.add(billing.customer_id, billing.period.start + 26 * HOUR, "12.5")
+    customer = Customer.objects.get()
+
+    # The customer list: usage this period, batched, with the estimate.
+    page.goto(f"{live_server.url}/admin/djstripe/customer/")
+    page.get_by_text("42 used · 0 at Stripe · ≈ $4.20").wait_for()
+    page.click(f"a[href$='/admin/djstripe/customer/{customer.pk}/change/']")
+
+    # The customer page: figures and the chart of the current period, one bar per day.
+    panel = page.locator("#epsilon-usage")
+    panel.wait_for()
+    assert panel.locator("[data-figure=used] dd").inner_text().startswith("42 units")
+    assert panel.locator("[data-figure=estimate] dd").inner_text().startswith("$4.20")
+    chart = panel.locator("svg.epsilon-usage-chart")
+    bars = chart.locator("rect.usage-bar")
+    days = int(chart.get_attribute("data-bars"))
+    # Subscribed ten days ago at 13:45: ten or eleven days begun, up to the last whole hour.
+    elapsed = billing.period.usage_until(datetime.now(UTC)) - billing.period.start
+    assert days == bars.count() == -(-elapsed // timedelta(days=1))
+    assert [bars.nth(i).get_attribute("data-value") for i in range(3)] == ["30", "12.5", "0"]
+    first, second = (float(bars.nth(i).get_attribute("height")) for i in range(2))
+    assert first > second > 0 and first == pytest.approx(second * 30 / 12.5)
+    assert chart.locator("title").first.text_content() == "Current period: usage per day"
+    screenshot("admin-customer", full_page=False)  # the README's picture: the usage panel
+
+    # Report usage now, confirmed, and back on the customer page with the result.
+    page.click("#report-usage-now")
+    page.get_by_role("button", name="Yes, report usage now").click()
+    page.locator(".messagelist .success").wait_for()
+    assert page.locator(".messagelist .success").inner_text() == (
+        "Usage reported. 1 report(s): 1 sent; +42 unit(s) sent to Stripe."
+    )
+    assert panel.locator("[data-figure=at-stripe] dd").inner_text().startswith("42 units")
+    assert panel.locator("[data-figure=last-report] [data-status=sent]").is_visible()
+    screenshot("admin-customer-reported")
+
+    # The audit: the new row, with its badge, and the CSV link keeping the filter.
+    page.click(f"a[href='/admin/billing/usagereport/?customer={billing.customer_id}']")
+    rows = page.locator("#result_list tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == UsageReport.objects.count() == 1
+    assert rows.first.locator(".epsilon-badge").inner_text().strip() == "✓ Sent"
+    assert page.locator("#export-csv").get_attribute("href").endswith(f"?customer={billing.customer_id}")
+    screenshot("admin-audit")
+
+    # The overview: this hour's sent report drawn as a bar.
+    page.click("text=Billing overview")
+    page.locator("#reports-per-hour svg").wait_for()
+    sent_bars = page.locator("rect.hour-bar[data-status=sent]")
+    assert sent_bars.count() == 1 and sent_bars.first.get_attribute("data-count") == "1"
+    assert page.locator("[data-status-total=sent]").inner_text() == "1"
+    assert "No report failed in the last 48 hours" in page.locator("#failures").inner_text()
+    screenshot("admin-overview")
+
+
+def test_a_failing_usage_source_is_shown_to_the_operator(admin_page, live_server, billing, recorded_source, screenshot):
+    page = admin_page
+    billing.source.failing_meters["m1"] = "OpenMeter answered 503"
+    customer = Customer.objects.get()
+
+    page.goto(f"{live_server.url}/admin/djstripe/customer/{customer.pk}/change/")
+    alert = page.locator("#epsilon-usage [data-error=usage]")
+    alert.wait_for()
+    assert re.search("OpenMeter answered 503", alert.inner_text())
+    assert alert.get_attribute("role") == "alert"
+    assert page.locator("svg.epsilon-usage-chart").count() == 0
+    screenshot("admin-customer-source-error")
