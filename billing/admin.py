@@ -288,8 +288,9 @@ class UsageColumnsMixin(StripeLinkMixin):
         for obj in changelist.result_list:
             obj.epsilon_usages = by_id.get(obj.id, [])
             errors.update(u.error for u in obj.epsilon_usages if u.error)
-        for error in sorted(errors):
-            messages.warning(request, f"Usage this period is not shown: {error}")
+        if request.method == "GET":  # an action's own messages say what went wrong there
+            for error in sorted(errors):
+                messages.warning(request, f"Usage this period is not shown: {error}")
         return changelist
 
     @admin.display(description="Usage this period")
