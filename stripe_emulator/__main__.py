@@ -7,6 +7,7 @@ import os
 import sys
 
 from .context import DEFAULT_API_VERSION
+from .faults import RATE_LIMIT_REASONS, FaultConfig
 from .server import EmulatorServer
 
 BANNER = """\
@@ -43,8 +44,54 @@ def main(argv=None) -> int:
     parser.add_argument("--billing-tick", type=float, default=1.0,
                         help="seconds between billing-cycle checks of the emulator clock "
                              "(0: only when objects are read)")
+    f = parser.add_argument_group(
+        "faults and limits", "all off unless given; random faults hit the meter event calls "
+        "(POST /v1/billing/meter_events, POST /v2/billing/meter_event_stream) unless "
+        "--fault-paths says otherwise")
+    f.add_argument("--fault-429", type=float, default=0.0, metavar="P",
+                   help="probability of a 429 (nothing recorded)")
+    f.add_argument("--fault-429-reason", default="global-rate", choices=RATE_LIMIT_REASONS,
+                   help="Stripe-Rate-Limited-Reason of injected 429s")
+    f.add_argument("--fault-500", type=float, default=0.0, metavar="P",
+                   help="probability of a 500 api_error (nothing recorded)")
+    f.add_argument("--fault-lost", type=float, default=0.0, metavar="P",
+                   help="probability that the event is recorded and the answer lost")
+    f.add_argument("--fault-lost-mode", default="drop", choices=("drop", "500"),
+                   help="a lost answer drops the connection (default) or is a 500")
+    f.add_argument("--fault-timeout", type=float, default=0.0, metavar="P",
+                   help="probability that the request hangs and is not recorded")
+    f.add_argument("--fault-timeout-recorded", type=float, default=0.0, metavar="P",
+                   help="probability that the request is recorded, then hangs")
+    f.add_argument("--timeout-hang", type=float, default=30.0, metavar="S",
+                   help="the longest a hanging request waits for the client to give up")
+    f.add_argument("--latency-ms", type=float, default=0.0, help="added to each selected call")
+    f.add_argument("--latency-jitter-ms", type=float, default=0.0,
+                   help="plus a uniform random 0..J ms")
+    f.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
+    f.add_argument("--fault-paths", default=None, metavar="P,P,...|all",
+                   help="API paths random faults and latency apply to (a trailing * is a "
+                        "prefix; 'all': every API call)")
+    f.add_argument("--concurrency-limit", action="store_true",
+                   help="429 a second concurrent meter event call for the same customer and "
+                        "meter (Stripe's rule)")
+    f.add_argument("--rate-limit-test", type=float, default=0.0, metavar="N",
+                   help="requests/s in test mode, all calls (Stripe: 25; 0: off)")
+    f.add_argument("--rate-limit-live", type=float, default=0.0, metavar="N",
+                   help="live v1 meter event calls/s (Stripe: 1000; 0: off)")
+    f.add_argument("--rate-limit-v2-test", type=float, default=0.0, metavar="N",
+                   help="v2 meter event stream events/s in test mode (0: off)")
+    f.add_argument("--rate-limit-v2-live", type=float, default=0.0, metavar="N",
+                   help="v2 meter event stream events/s in live mode (Stripe: 10000; 0: off)")
+    f.add_argument("--stripe-limits", action="store_true",
+                   help="Stripe's documented limits: --rate-limit-test 25 --rate-limit-live "
+                        "1000 --rate-limit-v2-live 10000 --concurrency-limit (explicit "
+                        "--rate-limit-* flags win)")
     args = parser.parse_args(argv)
-    extra = {"billing_tick": args.billing_tick or None}
+    try:
+        faults = fault_config(args)
+    except (TypeError, ValueError) as e:
+        parser.error(str(e))
+    extra = {"billing_tick": args.billing_tick or None, "faults": faults}
     if args.webhook_retry_delays:
         extra["webhook_retry_delays"] = tuple(
             float(x) for x in args.webhook_retry_delays.split(",") if x.strip())
@@ -54,6 +101,11 @@ def main(argv=None) -> int:
         os.makedirs(parent, exist_ok=True)
     server = EmulatorServer(args.host, args.port, db_path=args.db,
                             revoked_keys=args.revoked_key, verbose=not args.quiet, **extra)
+    if faults != FaultConfig():
+        changed = {k: v for k, v in faults.as_dict().items()
+                   if v != FaultConfig().as_dict()[k]}
+        print("Faults and limits: " + ", ".join(f"{k}={v}" for k, v in changed.items()),
+              flush=True)
     state = (f"persistent, in {os.path.abspath(args.db)}" if args.db
              else "in memory (lost when the emulator stops; use --db PATH to keep it)")
     print(BANNER.format(url=server.url, version=DEFAULT_API_VERSION, state=state), flush=True)
@@ -62,6 +114,28 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nStripe emulator stopped.", file=sys.stderr)
     return 0
+
+
+def fault_config(args) -> FaultConfig:
+    base = FaultConfig.stripe_limits() if args.stripe_limits else FaultConfig()
+    options = dict(
+        rate_429=args.fault_429, reason_429=args.fault_429_reason, rate_500=args.fault_500,
+        rate_lost=args.fault_lost, lost_mode=args.fault_lost_mode,
+        rate_timeout=args.fault_timeout, rate_timeout_recorded=args.fault_timeout_recorded,
+        timeout_s=args.timeout_hang, latency_ms=args.latency_ms,
+        jitter_ms=args.latency_jitter_ms, seed=args.seed)
+    if args.concurrency_limit:
+        options["concurrency_limit"] = True
+    for name in ("rate_limit_test", "rate_limit_live", "rate_limit_v2_test",
+                 "rate_limit_v2_live"):
+        value = getattr(args, name)
+        if value or not args.stripe_limits:
+            options[name] = value
+    if args.fault_paths is not None:
+        p = args.fault_paths.strip()
+        options["paths"] = None if p in ("all", "*") else tuple(
+            x.strip() for x in p.split(",") if x.strip())
+    return base.replace(**options)
 
 
 if __name__ == "__main__":

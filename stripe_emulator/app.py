@@ -7,7 +7,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from werkzeug.wrappers import Request, Response
 
-from . import ids, jsonutil, middleware as mw
+from . import faults as fl, ids, jsonutil, middleware as mw
 from .context import ApiResponse, Ctx
 from .routing import ROUTES, Router
 from .scheduler import Scheduler
@@ -18,8 +18,8 @@ from .webhooks import DEFAULT_RETRY_DELAYS, WebhookDispatcher
 def _load_resources() -> None:
     # Importing the modules registers their routes, renderers and expansions.
     from .resources import (  # noqa: F401
-        accounts, customers, events, invoices, meter_events, meters, prices, products,
-        subscriptions, test_clocks, webhook_endpoints,
+        accounts, customers, events, invoices, meter_event_stream, meter_events, meters,
+        prices, products, subscriptions, test_clocks, webhook_endpoints,
     )
 
 
@@ -27,7 +27,8 @@ class EmulatorApp:
     def __init__(self, store: Store, revoked_keys: Iterable[str] = (),
                  account_id: str = ids.ACCOUNT_ID, verbose: bool = False,
                  webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0):
+                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0,
+                 faults: Optional[fl.FaultConfig] = None):
         _load_resources()
         from .control import ControlApi
 
@@ -37,6 +38,8 @@ class EmulatorApp:
         self.account_id = account_id
         self.revoked_keys = set(revoked_keys)
         self.verbose = verbose
+        # Fault injection and Stripe's limits (faults.py): off unless configured.
+        self.faults = fl.Faults(faults)
         self.router = Router(ROUTES)
         self.middlewares: List[Tuple[str, mw.Middleware]] = []
         self.reset_pipeline()
@@ -62,11 +65,15 @@ class EmulatorApp:
         """Back to the default chain (drops middlewares added with `use`)."""
         self.middlewares = [
             ("log", mw.log),
+            ("fault_stats", fl.fault_stats),
             ("errors", mw.errors_to_json),
             ("params", mw.parse_params),
             ("auth", mw.authenticate),
             ("version", mw.version_and_account),
+            ("fault_limits", fl.fault_limits),
+            ("fault_inject", fl.fault_inject),
             ("idempotency", mw.Idempotency()),
+            ("fault_after", fl.fault_after),
         ]
 
     def use(self, fn: mw.Middleware, name: Optional[str] = None,

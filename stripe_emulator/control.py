@@ -17,6 +17,11 @@ For tests, the demo and cross-process checks:
                                               no delivery is queued or running
     POST /_emulator/wait                      timeout=10: also wait for test clocks advancing
     POST /_emulator/billing/settle            run the billing cycle for the emulator clock now
+    GET  /_emulator/faults                    fault injection and limits: {config, initial}
+    POST /_emulator/faults                    set options (FaultConfig fields, e.g. rate_429=0.2,
+                                              paths=all); reset=true first restores the
+                                              startup configuration
+    GET  /_emulator/stats                     counters (reset=true: clear them)
 
 Params come from the query string, a form body or a JSON body.
 """
@@ -61,6 +66,9 @@ class ControlApi:
             Rule("/_emulator/webhooks/flush", methods=["POST"], endpoint="flush"),
             Rule("/_emulator/wait", methods=["POST"], endpoint="wait"),
             Rule("/_emulator/billing/settle", methods=["POST"], endpoint="settle"),
+            Rule("/_emulator/faults", methods=["GET"], endpoint="get_faults"),
+            Rule("/_emulator/faults", methods=["POST"], endpoint="set_faults"),
+            Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
         ])
 
     def handle(self, request: Request) -> Response:
@@ -87,6 +95,7 @@ class ControlApi:
 
     def do_reset(self, params):
         self.store.reset()
+        self.app.faults.reset()
         return {"reset": True, "now": self.store.now()}
 
     def do_get_time(self, params):
@@ -173,6 +182,29 @@ class ControlApi:
     def do_wait(self, params):
         done = self.app.wait_idle(_float(params, "timeout", 10.0))
         return {"done": done, "pending_webhooks": self.app.webhooks.pending()}
+
+    def do_get_faults(self, params):
+        return {"config": self.app.faults.config.as_dict(),
+                "initial": self.app.faults.initial.as_dict()}
+
+    def do_set_faults(self, params):
+        from .faults import coerce_options
+
+        params = dict(params)
+        if _flag(params, "reset"):
+            self.app.faults.reset()
+        params.pop("reset", None)
+        try:
+            self.app.faults.set(**coerce_options(params))
+        except (TypeError, ValueError) as e:
+            raise ControlError(str(e))
+        return self.do_get_faults({})
+
+    def do_stats(self, params):
+        out = self.app.faults.stats(self.store)
+        if _flag(params, "reset"):
+            self.app.faults.reset_stats()
+        return out
 
     def do_settle(self, params):
         from . import billing_cycle

@@ -4,13 +4,19 @@ A middleware is `fn(ctx, call_next) -> ApiResponse`. It may act before
 calling `call_next()`, after it, or instead of it. The default chain, outermost
 first, is:
 
-    log -> errors -> params -> auth -> version -> idempotency -> [hooks] -> dispatch
+    log -> fault_stats -> errors -> params -> auth -> version -> fault_limits
+        -> fault_inject -> idempotency -> fault_after -> [hooks] -> dispatch
 
-Later stages (fault injection: 429/500/lost responses, latency, rate limits)
-go where `[hooks]` is, via `EmulatorApp.use(fn, name=..., before=/after=...)`:
-after idempotency, so that an injected 500 is stored and replayed the way
-Stripe's idempotency layer would, and outside the store transaction, so that
-injected latency does not block other requests.
+The fault_* stages (faults.py) do nothing until configured: rate limits and
+injected 429s answer before idempotency (never stored, as on Stripe), injected
+500s and lost responses from inside it (stored and replayed for v1, as
+Stripe's idempotency layer does), latency outside the store transaction, so
+that it does not block other requests. More stages go where `[hooks]` is,
+via `EmulatorApp.use(fn, name=..., before=/after=...)`.
+
+/v2 requests take JSON bodies and answer v2-shaped errors
+(`{"error": {"type", "code", "message", "doc_url"}}`); the v2 meter event
+stream authenticates with a meter event session token instead of a key.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ def log(ctx: Ctx, call_next) -> ApiResponse:
         "status": resp.status,
         "idempotency_key": ctx.idempotency_key,
         "idempotent_replayed": ctx.idempotent_replayed,
+        "fault": ctx.notes.get("fault"),
+        "dropped": bool(ctx.notes.get("dropped")),
         "api_key": mask_key(ctx.api_key) if ctx.api_key else None,
         "livemode": ctx.livemode,
         "stripe_version": ctx.stripe_version,
@@ -83,16 +91,28 @@ def log(ctx: Ctx, call_next) -> ApiResponse:
 # --- errors ----------------------------------------------------------------
 
 
+def error_response(ctx: Ctx, e: StripeError) -> ApiResponse:
+    """The JSON answer for an error: v1's shape, or v2's on /v2 paths."""
+    if ctx.path.startswith("/v2/"):
+        err = {"type": e.type, "code": e.code or e.type, "message": e.message}
+        if e.code:
+            err["doc_url"] = errors.doc_url(e.code)
+        if e.param:
+            err["param"] = e.param
+        return ApiResponse(e.status, {"error": err}, dict(e.headers))
+    return ApiResponse(e.status, e.body(request_log_url(ctx)), dict(e.headers))
+
+
 def errors_to_json(ctx: Ctx, call_next) -> ApiResponse:
     try:
         resp = call_next()
     except StripeError as e:
-        resp = ApiResponse(e.status, e.body(request_log_url(ctx)), dict(e.headers))
+        resp = error_response(ctx, e)
     except Exception as e:  # a bug in the emulator: say so, Stripe-style
         traceback.print_exc()
-        resp = ApiResponse(500, errors.ApiError(
-            f"The local Stripe emulator failed to handle this request: {type(e).__name__}: {e}"
-        ).body(request_log_url(ctx)), {"Stripe-Should-Retry": "false"})
+        resp = error_response(ctx, errors.ApiError(
+            f"The local Stripe emulator failed to handle this request: {type(e).__name__}: {e}",
+            headers={"Stripe-Should-Retry": "false"}))
     resp.headers.setdefault("Request-Id", ctx.request_id)
     resp.headers.setdefault("Stripe-Version", ctx.stripe_version)
     return resp
@@ -108,7 +128,9 @@ def parse_params(ctx: Ctx, call_next) -> ApiResponse:
     if ctx.method in ("POST", "DELETE"):
         ctype = (req.mimetype or "").lower()
         raw = req.get_data(as_text=True)
-        if raw:
+        if ctx.path.startswith("/v2/"):
+            body = _v2_body(raw, ctype)
+        elif raw:
             if ctype == "application/json":
                 raise InvalidRequest(
                     "Invalid request: the v1 API takes application/x-www-form-urlencoded "
@@ -117,6 +139,20 @@ def parse_params(ctx: Ctx, call_next) -> ApiResponse:
     ctx.body_params = body
     ctx.params = {**ctx.query_params, **body}
     return call_next()
+
+
+def _v2_body(raw: str, ctype: str) -> dict:
+    if not raw.strip():
+        return {}
+    if ctype != "application/json":
+        raise InvalidRequest("Invalid request: the v2 API takes application/json bodies.")
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise InvalidRequest(f"Invalid JSON body: {e}")
+    if not isinstance(body, dict):
+        raise InvalidRequest("Invalid request: the JSON body must be an object.")
+    return body
 
 
 # --- auth ------------------------------------------------------------------
@@ -134,6 +170,8 @@ def _presented_key(ctx: Ctx):
 
 def authenticate(ctx: Ctx, call_next) -> ApiResponse:
     key = _presented_key(ctx)
+    if key and ctx.path.rstrip("/") == METER_EVENT_STREAM:
+        return _authenticate_session(ctx, key, call_next)
     if not key:
         raise AuthenticationError(
             "You did not provide an API key. You need to provide your API key in the "
@@ -150,6 +188,30 @@ def authenticate(ctx: Ctx, call_next) -> ApiResponse:
             code="api_key_expired")
     ctx.api_key = key
     ctx.livemode = key.split("_")[1] == "live"
+    return call_next()
+
+
+METER_EVENT_STREAM = "/v2/billing/meter_event_stream"
+
+
+def _authenticate_session(ctx: Ctx, token: str, call_next) -> ApiResponse:
+    """The v2 meter event stream takes a meter event session's token, not a key."""
+    from .resources import meter_event_stream
+
+    if KEY_RE.match(token):
+        raise AuthenticationError(
+            "The meter event stream authenticates with a meter event session's "
+            "authentication_token (POST /v2/billing/meter_event_session), not an API key.")
+    session = meter_event_stream.find_session(ctx.store, token)
+    if session is None:
+        raise AuthenticationError(f"Invalid authentication token provided: {mask_key(token)}")
+    if ctx.store.now() >= session["expires_at"]:
+        raise StripeError("The temporary session token has expired.",
+                          code="billing_meter_event_session_expired",
+                          type="temporary_session_expired", status=401)
+    ctx.api_key = token
+    ctx.livemode = bool(session["livemode"])
+    ctx.notes["meter_event_session"] = session["id"]
     return call_next()
 
 
@@ -222,9 +284,12 @@ class Idempotency:
             headers.update({"Idempotent-Replayed": "true", "Original-Request": stored["request_id"],
                             "Idempotency-Key": key})
             return ApiResponse(stored["status"], stored["body"], headers)
+        # v1 keeps 5xx answers too (Stripe replays them); a v2 retry of a failed
+        # request runs again, so v2 keeps only successes.
+        keep_5xx = not ctx.path.startswith("/v2/")
         try:
             resp = call_next()
-            if resp.status < 400 or resp.status >= 500:
+            if resp.status < 400 or (keep_5xx and resp.status >= 500):
                 body = resp.body if isinstance(resp.body, str) else jsonutil.dumps(resp.body)
                 keep = {k: v for k, v in resp.headers.items()
                         if k.lower() not in ("request-id", "stripe-version")}

@@ -7,7 +7,8 @@ conftest.py. Fixtures:
   on a free port, so pytest-xdist workers each get their own. Webhook retries
   are quick there (TEST_WEBHOOK_RETRY_DELAYS) instead of Stripe's hours.
 * `stripe_emulator` (function): the same server, reset (empty state, real
-  time) before the test; returns a `StripeEmulator` handle.
+  time, faults and limits off, counters cleared) before the test; returns a
+  `StripeEmulator` handle.
 """
 
 from __future__ import annotations
@@ -62,6 +63,25 @@ class StripeEmulator:
     def requests(self, method=None, path=None, path_prefix=None):
         return self.store.requests(method=method, path=path, path_prefix=path_prefix)
 
+    # --- faults, limits, counters (faults.py) ---
+    def set_faults(self, **options):
+        """E.g. set_faults(rate_429=0.2, seed=1), set_faults(concurrency_limit=True),
+        set_faults(rate_limit_test=25), set_faults(latency_ms=50, paths=None).
+        Options not given keep their value; the fixture turns all off again."""
+        return self.app.faults.set(**options)
+
+    def faults(self) -> dict:
+        return self.app.faults.config.as_dict()
+
+    def reset_faults(self) -> None:
+        """Faults and limits off (the server's startup configuration), counters cleared."""
+        self.app.faults.reset()
+
+    def stats(self) -> dict:
+        """Requests by status, 429s by reason, injected faults, peak concurrency
+        (overall, meter event calls, per mode:customer:event_name), meter events."""
+        return self.app.faults.stats(self.store)
+
     # --- billing cycle, events, webhooks ---
     def events(self, type: Optional[str] = None) -> list:
         """Emitted events, oldest first (raw stored documents)."""
@@ -96,12 +116,23 @@ class StripeEmulator:
         return self.app.webhooks.deliveries(**filters)
 
     def client(self, api_key: Optional[str] = None, **kwargs):
-        """A stripe-python StripeClient aimed at the emulator (imports stripe lazily)."""
+        """A stripe-python StripeClient aimed at the emulator (imports stripe lazily),
+        for the API and the meter event stream (`base_addresses` "api" and
+        "meter_events"); pass a meter event session's token as `api_key` for the
+        stream."""
         import stripe
 
         kwargs.setdefault("http_client", stripe.HTTPXClient(allow_sync_methods=True))
         return stripe.StripeClient(api_key or self.api_key,
-                                   base_addresses={"api": self.url}, **kwargs)
+                                   base_addresses={"api": self.url, "meter_events": self.url},
+                                   **kwargs)
+
+    def stream_client(self, api_key: Optional[str] = None, **kwargs):
+        """A client for the v2 meter event stream: creates a meter event session
+        with `api_key` (the test key by default) and returns a StripeClient that
+        authenticates with its token."""
+        session = self.client(api_key).v2.billing.meter_event_session.create()
+        return self.client(session.authentication_token, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -118,4 +149,5 @@ def stripe_emulator(stripe_emulator_server) -> StripeEmulator:
     stripe_emulator_server.store.reset()
     stripe_emulator_server.app.revoked_keys.clear()
     stripe_emulator_server.app.reset_pipeline()
+    stripe_emulator_server.app.faults.reset()
     return StripeEmulator(stripe_emulator_server)

@@ -8,6 +8,7 @@ from typing import Iterable, Optional, Sequence
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .app import EmulatorApp
+from .faults import FaultConfig
 from .store import Store
 from .webhooks import DEFAULT_RETRY_DELAYS
 
@@ -28,18 +29,28 @@ class EmulatorServer:
     `webhook_retry_delays`: seconds between delivery attempts (Stripe-like days
     by default; tests pass e.g. (0.1, 0.2)). `billing_tick`: how often the
     scheduler closes periods that real time passed (None: only lazily).
+    Fault injection and limits (faults.py), all off by default:
+    `faults=FaultConfig(...)` (or `FaultConfig.stripe_limits()`), or the same
+    options as keywords, e.g. `EmulatorServer(rate_429=0.2, seed=1,
+    concurrency_limit=True, rate_limit_test=25)`; change them later with
+    `server.set_faults(...)`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, db_path: Optional[str] = None,
                  revoked_keys: Iterable[str] = (), verbose: bool = False,
                  store: Optional[Store] = None,
                  webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0):
+                 webhook_timeout: float = 10.0, billing_tick: Optional[float] = 1.0,
+                 faults: Optional[FaultConfig] = None, **fault_options):
         self.host = host
+        if isinstance(faults, dict):
+            faults = FaultConfig().replace(**faults)
+        faults = (faults or FaultConfig()).replace(**fault_options)
         self.store = store or Store(db_path)
         self.app = EmulatorApp(self.store, revoked_keys=revoked_keys, verbose=verbose,
                                webhook_retry_delays=webhook_retry_delays,
-                               webhook_timeout=webhook_timeout, billing_tick=billing_tick)
+                               webhook_timeout=webhook_timeout, billing_tick=billing_tick,
+                               faults=faults)
         self._server = make_server(host, port, self.app, threaded=True,
                                    request_handler=_QuietHandler)
         self._server.daemon_threads = True
@@ -81,6 +92,14 @@ class EmulatorServer:
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """See EmulatorApp.wait_idle: test clocks advanced, webhooks delivered."""
         return self.app.wait_idle(timeout)
+
+    def set_faults(self, **options) -> FaultConfig:
+        """Change fault options (FaultConfig fields); the rest stay as they are."""
+        return self.app.faults.set(**options)
+
+    def stats(self) -> dict:
+        """Counters: requests by status, 429s by reason, faults, peak concurrency."""
+        return self.app.faults.stats(self.store)
 
     def flush_webhooks(self, timeout: float = 10.0) -> bool:
         return self.app.webhooks.flush(timeout)

@@ -361,6 +361,14 @@ class Store:
                             for k, v in by_customer.items()},
         }
 
+    def meter_event_counts(self) -> dict:
+        """How many meter events are stored, by status (accepted, error, canceled)."""
+        rows = self._query("SELECT status, COUNT(*) AS n FROM meter_events GROUP BY status")
+        out = {ACCEPTED: 0, ERROR: 0, CANCELED: 0}
+        out.update({r["status"]: r["n"] for r in rows})
+        out["total"] = sum(v for k, v in out.items())
+        return out
+
     # --- idempotency -----------------------------------------------------
 
     def idempotent_result(self, scope: str, key: str, after: int) -> Optional[dict]:

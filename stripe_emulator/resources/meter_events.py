@@ -66,6 +66,28 @@ def create(ctx):
         if not isinstance(value, str):
             raise InvalidRequest("Invalid string: {...}", param=f"payload[{key}]")
     identifier = ctx.str("identifier", max_length=100) or str(uuid.uuid4())
+    timestamp = ctx.int("timestamp")
+    recorded = record(ctx, event_name=event_name, payload=payload, identifier=identifier,
+                      timestamp=timestamp, synchronous=True)
+    event = fixtures.template("billing.meter_event")
+    event.update({"created": recorded["now"], "event_name": event_name,
+                  "identifier": identifier, "livemode": ctx.livemode, "payload": payload,
+                  "timestamp": recorded["timestamp"]})
+    return event
+
+
+def record(ctx, *, event_name: str, payload: dict, identifier: str, timestamp,
+           synchronous: bool):
+    """Validate and store one meter event; the v1 endpoint and the v2 stream share it.
+
+    `synchronous` (v1): a timestamp outside the window, a reused identifier or
+    too many digits is a 400. Otherwise (the v2 stream, which validates
+    asynchronously): a reused identifier is dropped (returns None) and the
+    others are stored with `status: "error"` and the code Stripe's meter error
+    reports use (`timestamp_too_far_in_past`, `timestamp_in_future`,
+    `meter_event_value_too_many_digits`).
+    Returns {"now", "timestamp", "status", "error_code"} or None.
+    """
     meter, error = _find_meter(ctx, event_name)
     value_key = meter["value_settings"]["event_payload_key"] if meter else "value"
     customer_key = (meter["customer_mapping"]["event_payload_key"] if meter
@@ -74,29 +96,40 @@ def create(ctx):
     known = bool(customer) and _customer_exists(ctx, customer)
     # The timestamp window follows the customer's time (its test clock, if any).
     now = billing_cycle.customer_now(ctx.store, customer) if known else ctx.now()
-    timestamp = ctx.int("timestamp")
     if timestamp is None:
         timestamp = now
+    message = None
+    late_error = None
     if timestamp < now - PAST_WINDOW:
-        raise InvalidRequest(
-            "The event timestamp cannot be more than 35 days in past. Expected a timestamp "
-            f"greater than or equal to {now - PAST_WINDOW}.", param="timestamp")
-    if timestamp > now + FUTURE_WINDOW:
-        raise InvalidRequest(
-            "The event timestamp cannot be more than 5 minutes in the future. Expected a "
-            f"timestamp less than or equal to {now + FUTURE_WINDOW}.", param="timestamp")
+        message = ("The event timestamp cannot be more than 35 days in past. Expected a "
+                   f"timestamp greater than or equal to {now - PAST_WINDOW}.")
+        if synchronous:
+            raise InvalidRequest(message, param="timestamp")
+        late_error = "timestamp_too_far_in_past"
+    elif timestamp > now + FUTURE_WINDOW:
+        message = ("The event timestamp cannot be more than 5 minutes in the future. Expected "
+                   f"a timestamp less than or equal to {now + FUTURE_WINDOW}.")
+        if synchronous:
+            raise InvalidRequest(message, param="timestamp")
+        late_error = "timestamp_in_future"
     if ctx.store.recent_meter_event(ctx.livemode, identifier, ctx.now() - DEDUPE_WINDOW):
+        if not synchronous:
+            return None
         raise InvalidRequest(f"An event already exists with identifier {identifier}.",
                              param="identifier", headers={"Stripe-Should-Retry": "false"})
 
     value = payload.get(value_key)
-    if value is not None and NUMBER.fullmatch(value) and significant_digits(value) > MAX_DIGITS:
-        raise InvalidRequest(
-            f"The value in the event payload can have at most {MAX_DIGITS} digits. "
-            f"Received {value}.", code="meter_event_value_too_many_digits",
-            param=f"payload[{value_key}]")
-    message = None
-    if error == "no_meter":
+    if value is not None and NUMBER.fullmatch(value) and significant_digits(value) > MAX_DIGITS \
+            and late_error is None:
+        message = (f"The value in the event payload can have at most {MAX_DIGITS} digits. "
+                   f"Received {value}.")
+        if synchronous:
+            raise InvalidRequest(message, code="meter_event_value_too_many_digits",
+                                 param=f"payload[{value_key}]")
+        late_error = "meter_event_value_too_many_digits"
+    if late_error:
+        error = late_error
+    elif error == "no_meter":
         message = f"No active meter was found for event_name '{event_name}'."
     elif error == "archived_meter":
         message = f"The meter {meter['id']} for event_name '{event_name}' is deactivated."
@@ -116,17 +149,14 @@ def create(ctx):
         # An invoice whose grace period ended before this event arrived is final
         # first, so a late event counts only while the invoice is a draft.
         billing_cycle.settle_customer(ctx.store, customer)
+    status = ERROR if error else ACCEPTED
     ctx.store.add_meter_event(
         livemode=ctx.livemode, identifier=identifier, event_name=event_name,
         meter=meter["id"] if meter else None, customer=customer,
         value=value if value is not None and NUMBER.fullmatch(value) else None,
         timestamp=timestamp, created=ctx.now(), payload=payload,
-        status=ERROR if error else ACCEPTED, error_code=error, error_message=message)
-
-    event = fixtures.template("billing.meter_event")
-    event.update({"created": now, "event_name": event_name, "identifier": identifier,
-                  "livemode": ctx.livemode, "payload": payload, "timestamp": timestamp})
-    return event
+        status=status, error_code=error, error_message=message if error else None)
+    return {"now": now, "timestamp": timestamp, "status": status, "error_code": error}
 
 
 def _customer_exists(ctx, customer_id: str) -> bool:
