@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS objects (
     data     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS objects_by_type ON objects(type, livemode, seq);
+-- Lookups by a parent's id (Store.by_field): a subscription's items, a customer's
+-- subscriptions and invoices. Without them the billing cycle is quadratic.
+CREATE INDEX IF NOT EXISTS objects_by_subscription ON objects(type, json_extract(data, '$.subscription'));
+CREATE INDEX IF NOT EXISTS objects_by_customer ON objects(type, json_extract(data, '$.customer'));
+CREATE INDEX IF NOT EXISTS objects_by_period_end ON objects(type, json_extract(data, '$.current_period_end'));
 
 CREATE TABLE IF NOT EXISTS meter_events (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -266,6 +271,46 @@ class Store:
             )
         out = [json.loads(r["data"]) for r in rows]
         return [o for o in out if where(o)] if where else out
+
+    # Fields Store.by_field may look up; each has an expression index in SCHEMA.
+    INDEXED_FIELDS = ("subscription", "customer")
+
+    def by_field(self, type: str, field: str, value: str) -> List[dict]:
+        """Objects of a type whose top-level `field` equals `value`, newest first."""
+        if field not in self.INDEXED_FIELDS:
+            raise ValueError(f"{field!r} has no index; add one to SCHEMA and INDEXED_FIELDS")
+        rows = self._query(
+            f"SELECT data FROM objects WHERE type = ? AND json_extract(data, '$.{field}') = ? ORDER BY seq DESC",
+            (type, value),
+        )
+        return [json.loads(r["data"]) for r in rows]
+
+    def customers_with_due_boundaries(self, now: int) -> List[str]:
+        """
+        Customers with a billing boundary at or before `now`: a period end, a due
+        cancellation or a draft invoice to finalize. Found in SQL, so the scheduler's
+        tick costs what is due, not what exists.
+        """
+        rows = self._query(
+            """
+            SELECT json_extract(sub.data, '$.customer') AS customer
+              FROM objects AS item JOIN objects AS sub
+                ON sub.type = 'subscription' AND sub.id = json_extract(item.data, '$.subscription')
+             WHERE item.type = 'subscription_item'
+               AND json_extract(item.data, '$.current_period_end') <= ?
+               AND json_extract(sub.data, '$.status') NOT IN ('canceled', 'incomplete_expired')
+            UNION
+            SELECT json_extract(data, '$.customer') FROM objects
+             WHERE type = 'subscription' AND json_extract(data, '$.cancel_at') <= ?
+               AND json_extract(data, '$.status') NOT IN ('canceled', 'incomplete_expired')
+            UNION
+            SELECT json_extract(data, '$.customer') FROM objects
+             WHERE type = 'invoice' AND json_extract(data, '$.status') = 'draft'
+               AND json_extract(data, '$.automatically_finalizes_at') <= ?
+            """,
+            (now, now, now),
+        )
+        return sorted(r["customer"] for r in rows if r["customer"])
 
     def count(self, type: Optional[str] = None) -> int:
         if type:

@@ -63,7 +63,7 @@ expand.expandable("plan", "product")
 
 
 def items_of(store, sub_id: str) -> List[dict]:
-    items = store.all("subscription_item", where=lambda i: i["subscription"] == sub_id)
+    items = store.by_field("subscription_item", "subscription", sub_id)
     return list(reversed(items))  # in the order they were added
 
 
