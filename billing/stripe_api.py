@@ -65,17 +65,29 @@ def get_client() -> stripe.StripeClient:
     return _client(
         settings.STRIPE_SECRET_KEY,
         settings.STRIPE_API_BASE,
+        settings.STRIPE_METER_EVENTS_API_BASE,
         settings.STRIPE_API_VERSION,
         settings.STRIPE_MAX_NETWORK_RETRIES,
     )
 
 
+def get_stream_client(session_token: str) -> stripe.StripeClient:
+    """A client for Stripe's v2 meter event stream, authenticated by a session token."""
+    return stripe.StripeClient(
+        session_token,
+        stripe_version=settings.STRIPE_API_VERSION,
+        base_addresses={"api": settings.STRIPE_API_BASE, "meter_events": settings.STRIPE_METER_EVENTS_API_BASE},
+        max_network_retries=0,
+        http_client=_http_client(),
+    )
+
+
 @functools.lru_cache(maxsize=8)
-def _client(api_key, api_base, api_version, max_network_retries) -> stripe.StripeClient:
+def _client(api_key, api_base, meter_events_base, api_version, max_network_retries) -> stripe.StripeClient:
     return stripe.StripeClient(
         api_key,
         stripe_version=api_version,
-        base_addresses={"api": api_base},
+        base_addresses={"api": api_base, "meter_events": meter_events_base},
         max_network_retries=max_network_retries,
         http_client=_http_client(),
     )

@@ -16,6 +16,7 @@ def stripe_emulated(settings, stripe_emulator):
     settings.STRIPE_LIVE_MODE = False
     settings.STRIPE_API_BASE = stripe_emulator.url
     settings.STRIPE_API_HOST = stripe_emulator.url
+    settings.STRIPE_METER_EVENTS_API_BASE = stripe_emulator.url
     settings.EPSILON = {**settings.EPSILON, "STRIPE_BACKOFF_SECONDS": 0.01}  # retry quickly
     return stripe_emulator
 

@@ -131,3 +131,59 @@ def test_a_refused_event_fails_without_retrying(stripe_emulator, customers_and_m
 
     assert result.status == "failed" and result.attempts == 1
     assert "InvalidRequestError (HTTP 400" in result.error and "timestamp" in result.error
+
+
+# --- the v2 meter event stream -------------------------------------------------------
+
+
+def stream_sender(stripe_emulator, client, **options):
+    from billing.stripe_api import get_stream_client  # noqa: F401 - shape reference
+    import stripe
+
+    def stream_client_for(token):
+        return stripe.StripeClient(token, base_addresses={"api": stripe_emulator.url, "meter_events": stripe_emulator.url},
+                                   http_client=stripe.HTTPXClient(allow_sync_methods=True), max_network_retries=0)
+
+    from billing.services.meter_event_sender import MeterEventStreamSender
+
+    return MeterEventStreamSender(client, stream_client_for=stream_client_for, per_second=10_000, workers=4,
+                                  backoff_initial=0.01, **options)
+
+
+def test_the_stream_sends_batches_of_at_most_100_and_counts_each_event_once(stripe_emulator, customers_and_meter):
+    client, meter, customers = customers_and_meter
+    calls = calls_for(customers, meter, per_customer=60)  # 240 events
+
+    results = stream_sender(stripe_emulator, client).send_all(calls)
+
+    assert {r.status for r in results.values()} == {"sent"} and len(results) == 240
+    streamed = stripe_emulator.requests(method="POST", path="/v2/billing/meter_event_stream")
+    assert len(streamed) == 3  # 100 + 100 + 40
+    assert stripe_emulator.meter_event_totals(meter=meter.id)["total"] == "240"
+
+
+def test_an_expired_session_is_renewed_and_the_batch_sent_once(stripe_emulator, customers_and_meter):
+    client, meter, customers = customers_and_meter
+    sender = stream_sender(stripe_emulator, client)
+    sender.send_all(calls_for(customers[:1], meter, per_customer=1))
+    stripe_emulator.advance_time(16 * 60)  # sessions last 15 minutes
+
+    [result] = sender.send_all(calls_for(customers[1:2], meter, per_customer=1)).values()
+
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert len(stripe_emulator.requests(method="POST", path="/v2/billing/meter_event_session")) == 2
+
+
+def test_a_lost_stream_answer_is_retried_and_deduplicated(stripe_emulator, customers_and_meter):
+    client, meter, customers = customers_and_meter
+    stripe_emulator.set_faults(rate_lost=1.0, lost_mode="500", seed=1)
+    calls = calls_for(customers, meter, per_customer=5)
+    sender = stream_sender(stripe_emulator, client, max_attempts=2)
+
+    first = sender.send_all(calls)
+    assert {r.status for r in first.values()} == {"pending"}  # recorded, but we can't know
+
+    stripe_emulator.reset_faults()
+    again = sender.send_all(calls)  # the same identifiers, as a resend of pending rows is
+    assert {r.status for r in again.values()} == {"sent"}
+    assert stripe_emulator.meter_event_totals(meter=meter.id)["total"] == "20"

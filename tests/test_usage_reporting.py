@@ -356,3 +356,17 @@ def test_several_metered_items_and_meters_on_one_customer(billing):
               for m, m_id in (("m1", by_meter["m1"].target.meter.id), ("m2", meter2.id))}
     assert totals == {"m1": Decimal(10), "m2": Decimal(1007)}
     assert sorted(billing.source.queries) == [("m1", 1), ("m2", 1)]  # one batched query per meter
+
+
+def test_large_runs_go_through_the_v2_stream_exactly_once(billing, settings):
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_METER_EVENT_API": "auto", "STRIPE_STREAM_THRESHOLD": 1}
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+
+    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    billing.source.add(billing.customer_id, billing.period.start + HOUR, 5)
+    [again] = billing.run(as_of=billing.period.start + 3 * HOUR).outcomes
+
+    assert (outcome.status, again.status, again.value) == ("sent", "sent", Decimal(5))
+    assert billing.stripe_total() == Decimal(15)
+    assert billing.emulator.requests(method="POST", path="/v1/billing/meter_events") == []
+    assert len(billing.emulator.requests(method="POST", path="/v2/billing/meter_event_stream")) == 2

@@ -36,7 +36,7 @@ from ..models import UsageReport
 from ..selectors import ReportTarget
 from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
 from . import stripe_sync
-from .meter_event_sender import MeterEventCall, MeterEventSender
+from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStreamSender
 from .periods import timestamp_rejection
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ def send_reports(reports: list[UsageReport], client) -> None:
     if not reports:
         return
     # No lease refresh here: each row was written or claimed (updated = now) just before.
-    results = _sender(client).send_all([_meter_event_call(r) for r in reports])
+    results = _sender(client, len(reports)).send_all([_meter_event_call(r) for r in reports])
     with transaction.atomic():
         for report in sorted(reports, key=_lock_order):
             result = results[report.pk]
@@ -357,16 +357,22 @@ def _meter_event_call(report: UsageReport) -> MeterEventCall:
     )
 
 
-def _sender(client) -> MeterEventSender:
+def _sender(client, event_count: int):
+    """v1 for everyday runs; Stripe's v2 stream for runs too large for v1's call rate."""
     config = settings.EPSILON
+    options = {
+        "workers": config["STRIPE_SEND_CONCURRENCY"],
+        "max_attempts": config["STRIPE_MAX_ATTEMPTS"],
+        "backoff_initial": config["STRIPE_BACKOFF_SECONDS"],
+    }
+    api = config["STRIPE_METER_EVENT_API"]
+    if api == "v2" or (api == "auto" and event_count >= config["STRIPE_STREAM_THRESHOLD"]):
+        per_second = config["STRIPE_STREAM_EVENTS_PER_SECOND"] or (10_000 if settings.STRIPE_LIVE_MODE else 25)
+        return MeterEventStreamSender(
+            client, stream_client_for=stripe_api.get_stream_client, per_second=per_second, **options
+        )
     per_second = config["STRIPE_METER_EVENTS_PER_SECOND"] or (1000 if settings.STRIPE_LIVE_MODE else 25)
-    return MeterEventSender(
-        client,
-        per_second=per_second,
-        workers=config["STRIPE_SEND_CONCURRENCY"],
-        max_attempts=config["STRIPE_MAX_ATTEMPTS"],
-        backoff_initial=config["STRIPE_BACKOFF_SECONDS"],
-    )
+    return MeterEventSender(client, per_second=per_second, **options)
 
 
 def _settle(report: UsageReport, status: str, error: str, attempts: int) -> None:
