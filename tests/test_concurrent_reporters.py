@@ -156,3 +156,41 @@ def test_reporters_killed_at_random_points_lose_and_double_nothing(fleet):
     print(f"{kills} kills, {killed_in_flight} rounds left events in flight")
     assert kills >= 5 and killed_in_flight >= 2, "the kills missed the window they are meant to test"
     assert_stripe_matches_the_source(emulator, customers, started)
+
+
+def test_faults_kills_and_concurrent_reporters_together_still_add_up_exactly(fleet):
+    """The issue's bar: 20% 429s, 5% 500s, 2% lost answers, SIGKILLs and four reporters at once."""
+    emulator, customers, started = fleet
+    # Seed 13: the very first meter event call's answer is lost (its first draw falls in
+    # the 2% band), so every kind of fault happens however the runs interleave.
+    emulator.set_faults(rate_429=0.20, rate_500=0.05, rate_lost=0.02, latency_ms=20, seed=13)
+    env = {**reporter_env(emulator), "EPSILON_STRIPE_SEND_CONCURRENCY": "2"}
+    rng = random.Random(3)
+
+    for round_number in range(4):
+        meter_services.ingest_events([
+            {
+                "specversion": "1.0", "id": f"chaos-{round_number}-{c}", "source": "load-test",
+                "type": "epsilon.execution", "subject": c,
+                "time": (started + timedelta(hours=rng.randrange(40), minutes=9)).isoformat(),
+                "data": {"billed_seconds": rng.randint(1, 5)},
+            }
+            for c in customers
+        ])
+        runs = [start_reporter(env) for _ in range(4)]
+        time.sleep(rng.uniform(1.2, 2.0))
+        for run in runs[:2]:  # two of the four die mid-run
+            if run.poll() is None:
+                run.send_signal(signal.SIGKILL)
+        for run in runs:
+            run.communicate(timeout=120)
+
+    # Faults go on; reporters keep running until nothing is left in flight.
+    for _ in range(5):
+        final = start_reporter(env)
+        final.communicate(timeout=120)
+        if not UsageReport.objects.filter(status="pending").exists():
+            break
+    injected = emulator.stats()["faults_injected"]
+    assert set(injected) >= {"429", "500", "lost"}, f"not every fault was injected: {injected}"
+    assert_stripe_matches_the_source(emulator, customers, started)
