@@ -11,6 +11,13 @@ from . import stripe_dashboard
 USAGE_DECIMAL = {"max_digits": 24, "decimal_places": 6}
 
 
+def stripe_reference(model: str, related_name: str) -> models.ForeignKey:
+    """A column holding a mirrored object's Stripe id, joinable, but not a database FK."""
+    return models.ForeignKey(
+        model, to_field="id", db_constraint=False, on_delete=models.DO_NOTHING, related_name=related_name
+    )
+
+
 class WindowSize(models.TextChoices):
     """OpenMeter's window sizes: usage is aggregated and reported per window."""
 
@@ -102,34 +109,10 @@ class UsageReport(models.Model):
 
     # The ledger keeps Stripe ids in its own columns (to_field="id") without database
     # foreign keys, so it outlives any change to dj-stripe's mirror of those objects.
-    customer = models.ForeignKey(
-        "djstripe.Customer",
-        to_field="id",
-        db_constraint=False,
-        on_delete=models.DO_NOTHING,
-        related_name="usage_reports",
-    )
-    subscription = models.ForeignKey(
-        "djstripe.Subscription",
-        to_field="id",
-        db_constraint=False,
-        on_delete=models.DO_NOTHING,
-        related_name="usage_reports",
-    )
-    subscription_item = models.ForeignKey(
-        "djstripe.SubscriptionItem",
-        to_field="id",
-        db_constraint=False,
-        on_delete=models.DO_NOTHING,
-        related_name="usage_reports",
-    )
-    price = models.ForeignKey(
-        "djstripe.Price",
-        to_field="id",
-        db_constraint=False,
-        on_delete=models.DO_NOTHING,
-        related_name="usage_reports",
-    )
+    customer = stripe_reference("djstripe.Customer", "usage_reports")
+    subscription = stripe_reference("djstripe.Subscription", "usage_reports")
+    subscription_item = stripe_reference("djstripe.SubscriptionItem", "usage_reports")
+    price = stripe_reference("djstripe.Price", "usage_reports")
     meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="usage_reports")
     livemode = models.BooleanField(default=False)
     # Snapshots of the meter's configuration when the report was made.
@@ -246,10 +229,7 @@ class PeriodReconciliation(models.Model):
         CORRECTED = "corrected", "Corrected"
         UNKNOWN = "unknown", "Could not check"
 
-    customer = models.ForeignKey(
-        "djstripe.Customer", to_field="id", db_constraint=False,
-        on_delete=models.DO_NOTHING, related_name="usage_reconciliations",
-    )
+    customer = stripe_reference("djstripe.Customer", "usage_reconciliations")
     meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="reconciliations")
     livemode = models.BooleanField(default=False)
     period_start = models.DateTimeField()

@@ -74,7 +74,9 @@ class RateLimiter:
             self.sleep(slot - now)
 
 
-class MeterEventSender:
+class _Sender:
+    """What both APIs share: a rate limit, sending threads, retries with backoff."""
+
     def __init__(
         self,
         client,
@@ -92,6 +94,20 @@ class MeterEventSender:
         self.max_attempts = max(1, max_attempts)
         self.wait = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.sleep = sleep
+
+    def _with_retries(self, attempt, retry_on) -> None:
+        """Call `attempt` until it succeeds, fails for certain, or attempts run out."""
+        Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self.wait,
+            retry=retry_if_exception_type(retry_on),
+            sleep=self.sleep,
+            reraise=True,
+        )(attempt)
+
+
+class MeterEventSender(_Sender):
+    """v1: one call per event, one call in flight per customer and meter."""
 
     def send_all(self, calls: list[MeterEventCall]) -> dict[int, SendResult]:
         """Each call's result, by report id: v1, one call per event."""
@@ -124,15 +140,8 @@ class MeterEventSender:
                 },
             )
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self.wait,
-            retry=retry_if_exception_type(UNCERTAIN_ERRORS),
-            sleep=self.sleep,
-            reraise=True,
-        )
         try:
-            retrying(attempt)
+            self._with_retries(attempt, UNCERTAIN_ERRORS)
         except UNCERTAIN_ERRORS as exc:
             return SendResult(
                 ReportStatus.PENDING, f"outcome unknown after {attempts} attempt(s), will resend: {describe(exc)}", attempts
@@ -156,7 +165,7 @@ def describe(exc: stripe.StripeError) -> str:
     return f"Stripe {type(exc).__name__} ({status}{exc.user_message or exc})"
 
 
-class MeterEventStreamSender:
+class MeterEventStreamSender(_Sender):
     """
     Stripe's v2 meter event stream: batches of up to 100 events, `per_second` events
     a second, over a session token renewed before it expires. A batch's outcome is its
@@ -164,26 +173,10 @@ class MeterEventStreamSender:
     what it can (timestamps) before sending, and reconciliation finds the rest.
     """
 
-    def __init__(
-        self,
-        client,
-        *,
-        stream_client_for,
-        per_second: float,
-        workers: int,
-        max_attempts: int = 5,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 8.0,
-        sleep=time.sleep,
-    ):
-        self.client = client
-        self.stream_client_for = stream_client_for  # session token -> StripeClient
+    def __init__(self, client, *, stream_client_for, per_second: float, **options):
         # The limiter counts requests; each carries up to STREAM_BATCH_SIZE events.
-        self.limiter = RateLimiter(max(per_second / STREAM_BATCH_SIZE, 0.001), sleep=sleep)
-        self.workers = max(1, workers)
-        self.max_attempts = max(1, max_attempts)
-        self.wait = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
-        self.sleep = sleep
+        super().__init__(client, per_second=max(per_second / STREAM_BATCH_SIZE, 0.001), **options)
+        self.stream_client_for = stream_client_for  # session token -> StripeClient
         self._session = None
         self._session_lock = threading.Lock()
 
@@ -211,16 +204,10 @@ class MeterEventStreamSender:
                 self._session = None  # a new session, then retry
                 raise
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self.wait,
-            retry=retry_if_exception_type(UNCERTAIN_ERRORS + (stripe.TemporarySessionExpiredError,)),
-            sleep=self.sleep,
-            reraise=True,
-        )
+        retry_on = UNCERTAIN_ERRORS + (stripe.TemporarySessionExpiredError,)
         try:
-            retrying(attempt)
-        except UNCERTAIN_ERRORS + (stripe.TemporarySessionExpiredError,) as exc:
+            self._with_retries(attempt, retry_on)
+        except retry_on as exc:
             return SendResult(
                 ReportStatus.PENDING,
                 f"outcome unknown after {attempts} attempt(s) of a v2 stream batch, will resend: {describe(exc)}",

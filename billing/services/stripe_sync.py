@@ -44,28 +44,20 @@ def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
     return meter
 
 
-def sync_product(stripe_product):
-    return djstripe_models.Product.sync_from_stripe_data(
-        stripe_product, api_key=settings.STRIPE_SECRET_KEY
-    )
+def _mirror(model):
+    """A function that upserts a Stripe object into dj-stripe's `model`."""
+
+    def sync(stripe_object):
+        return model.sync_from_stripe_data(stripe_object, api_key=settings.STRIPE_SECRET_KEY)
+
+    sync.__name__ = f"sync_{model.__name__.lower()}"
+    return sync
 
 
-def sync_price(stripe_price):
-    return djstripe_models.Price.sync_from_stripe_data(
-        stripe_price, api_key=settings.STRIPE_SECRET_KEY
-    )
-
-
-def sync_customer(stripe_customer):
-    return djstripe_models.Customer.sync_from_stripe_data(
-        stripe_customer, api_key=settings.STRIPE_SECRET_KEY
-    )
-
-
-def sync_subscription(stripe_subscription):
-    return djstripe_models.Subscription.sync_from_stripe_data(
-        stripe_subscription, api_key=settings.STRIPE_SECRET_KEY
-    )
+sync_product = _mirror(djstripe_models.Product)
+sync_price = _mirror(djstripe_models.Price)
+sync_customer = _mirror(djstripe_models.Customer)
+sync_subscription = _mirror(djstripe_models.Subscription)
 
 
 @dataclass
