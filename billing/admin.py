@@ -8,6 +8,7 @@ from djstripe.admin.admin import CustomerAdmin as DjstripeCustomerAdmin
 from djstripe.admin.admin import PriceAdmin as DjstripePriceAdmin
 from djstripe.admin.admin import ProductAdmin as DjstripeProductAdmin
 from djstripe.admin.admin import SubscriptionAdmin as DjstripeSubscriptionAdmin
+from djstripe.admin.utils import ReadOnlyMixin
 from djstripe.models import Customer, Price, Product, Subscription
 
 from . import admin_selectors, admin_views
@@ -84,8 +85,15 @@ class MeterAdmin(admin.ModelAdmin):
         return stripe_link(meter.id, meter.livemode)
 
 
+class AuditReadOnlyMixin(ReadOnlyMixin):
+    """dj-stripe's read-only admin, and nothing deleted either: these rows are the audit."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(UsageReport)
-class UsageReportAdmin(RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
+class UsageReportAdmin(AuditReadOnlyMixin, RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
     """The audit of every usage report: read-only, it is the billing ledger."""
 
     list_display = [
@@ -134,15 +142,6 @@ class UsageReportAdmin(RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
             Q(identifier__icontains=term) | Q(subscription_id=term) | Q(subscription_item_id=term) | Q(price_id=term),
         )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="Status", ordering="status")
     def status_display(self, report):
         return status_badge(report.status, report.get_status_display(), report.error)
@@ -175,7 +174,7 @@ class UsageReportAdmin(RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
 
 
 @admin.register(PeriodReconciliation)
-class PeriodReconciliationAdmin(ReconcileMixin, admin.ModelAdmin):
+class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelAdmin):
     """Source, ledger and Stripe per customer, meter and period: read-only, as checked."""
 
     list_display = [
@@ -201,15 +200,6 @@ class PeriodReconciliationAdmin(ReconcileMixin, admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return search_by_customer(queryset, search_term)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Customer", ordering="customer_id")
     def customer_display(self, result):
