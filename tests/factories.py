@@ -39,3 +39,11 @@ def make_report(meter: Meter, **overrides) -> UsageReport:
         "trigger": UsageReport.Trigger.COMMAND,
     }
     return UsageReport.objects.create(**{**fields, **overrides})
+
+
+def execution(event_id: str, subject: str, moment: datetime, billed_seconds: int, source: str = "tests") -> dict:
+    """An Epsilon execution as a CloudEvent for the embedded meter (m1 sums billed_seconds)."""
+    return {
+        "specversion": "1.0", "id": event_id, "source": source, "type": "epsilon.execution",
+        "subject": subject, "time": moment.isoformat(), "data": {"billed_seconds": billed_seconds},
+    }

@@ -11,6 +11,7 @@ from billing.models import Meter, UsageReport
 from billing.usage_sources.openmeter import OpenMeterClient, OpenMeterUsageSource
 from embedded_meter import services as meter_services
 from embedded_meter.source import EmbeddedUsageSource
+from tests.factories import execution
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -29,11 +30,7 @@ def test_an_unknown_source_meter_slug_fails_its_reports_clearly(billing):
 
 
 def test_the_embedded_meter_reports_what_was_ingested(billing):
-    meter_services.ingest_events([{
-        "specversion": "1.0", "id": "e1", "source": "t", "type": "epsilon.execution",
-        "subject": billing.customer_id, "time": (billing.period.start + HOUR).isoformat(),
-        "data": {"billed_seconds": 11},
-    }])
+    meter_services.ingest_events([execution("e1", billing.customer_id, billing.period.start + HOUR, 11)])
     billing.source = EmbeddedUsageSource()
     billing.run(as_of=billing.period.start + 2 * HOUR)
     assert billing.stripe_total() == Decimal(11)

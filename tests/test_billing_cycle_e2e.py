@@ -21,16 +21,10 @@ from billing.models import UsageReport
 from billing.services import stripe_setup, stripe_sync, webhook_endpoints
 from billing.services.periods import AlignedPeriod
 from embedded_meter import services as meter_services
+from tests.factories import execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CENTS_PER_UNIT = Decimal(10)
-
-
-def execution(event_id, customer_id, moment, seconds):
-    return {
-        "specversion": "1.0", "id": event_id, "source": "e2e", "type": "epsilon.execution",
-        "subject": customer_id, "time": moment.isoformat(), "data": {"billed_seconds": seconds},
-    }
 
 
 def period_of(subscription):

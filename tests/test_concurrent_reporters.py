@@ -22,6 +22,7 @@ from billing.services import stripe_setup, stripe_sync
 from billing.usage_sources import UsageRequest
 from embedded_meter import services as meter_services
 from embedded_meter.source import EmbeddedUsageSource
+from tests.factories import execution
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOMERS = 12
@@ -51,15 +52,16 @@ def fleet(postgres_only, stripe_emulated):
 
     rng = random.Random(7)
     events = [
-        {
-            "specversion": "1.0", "id": f"load-{c}-{h}-{k}", "source": "load-test", "type": "epsilon.execution",
-            "subject": c, "time": (started + timedelta(hours=h, minutes=rng.randrange(60))).isoformat(),
-            "data": {"billed_seconds": rng.randint(1, 9)},
-        }
+        execution(f"load-{c}-{h}-{k}", c, started + timedelta(hours=h, minutes=rng.randrange(60)), rng.randint(1, 9))
         for c in customers for h in range(40) for k in range(3)
     ]
     meter_services.ingest_events(events)
     return emulator, customers, started
+
+
+def late_usage(event_id, customer_id, started, rng) -> dict:
+    """Usage in a random hour of the period so far, often one already reported."""
+    return execution(event_id, customer_id, started + timedelta(hours=rng.randrange(40), minutes=5), rng.randint(1, 5))
 
 
 def reporter_env(emulator) -> dict:
@@ -132,15 +134,7 @@ def test_reporters_killed_at_random_points_lose_and_double_nothing(fleet):
     kills = killed_in_flight = 0
     for round_number in range(10):
         # New usage for everyone, some of it late for hours already reported.
-        meter_services.ingest_events([
-            {
-                "specversion": "1.0", "id": f"round-{round_number}-{c}", "source": "load-test",
-                "type": "epsilon.execution", "subject": c,
-                "time": (started + timedelta(hours=rng.randrange(40), minutes=5)).isoformat(),
-                "data": {"billed_seconds": rng.randint(1, 5)},
-            }
-            for c in customers
-        ])
+        meter_services.ingest_events([late_usage(f"round-{round_number}-{c}", c, started, rng) for c in customers])
         runs = [start_reporter(env) for _ in range(2)]
         time.sleep(rng.uniform(1.0, 2.0))  # Django starts in ~1 s; then it is mid-run
         for run in runs:
@@ -168,15 +162,7 @@ def test_faults_kills_and_concurrent_reporters_together_still_add_up_exactly(fle
     rng = random.Random(3)
 
     for round_number in range(4):
-        meter_services.ingest_events([
-            {
-                "specversion": "1.0", "id": f"chaos-{round_number}-{c}", "source": "load-test",
-                "type": "epsilon.execution", "subject": c,
-                "time": (started + timedelta(hours=rng.randrange(40), minutes=9)).isoformat(),
-                "data": {"billed_seconds": rng.randint(1, 5)},
-            }
-            for c in customers
-        ])
+        meter_services.ingest_events([late_usage(f"chaos-{round_number}-{c}", c, started, rng) for c in customers])
         runs = [start_reporter(env) for _ in range(4)]
         time.sleep(rng.uniform(1.2, 2.0))
         for run in runs[:2]:  # two of the four die mid-run

@@ -22,6 +22,7 @@ from django_q.scheduler import scheduler
 from billing.models import UsageReport
 from billing.services.schedules import ensure_report_schedule
 from embedded_meter import services as meter_services
+from tests.factories import execution
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -29,11 +30,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 @pytest.mark.parametrize("broker", ["orm", "redis"])
 def test_qcluster_runs_the_reporting_schedule(postgres_only, billing, broker, monkeypatch):
-    meter_services.ingest_events([{
-        "specversion": "1.0", "id": "scheduled-1", "source": "qcluster-test", "type": "epsilon.execution",
-        "subject": billing.customer_id, "time": (billing.period.start + timedelta(hours=1)).isoformat(),
-        "data": {"billed_seconds": 9},
-    }])
+    meter_services.ingest_events([execution("scheduled-1", billing.customer_id, billing.period.start + timedelta(hours=1), 9)])
     schedule, _ = ensure_report_schedule()
     schedule.next_run = timezone.now() - timedelta(seconds=1)
     schedule.save()
