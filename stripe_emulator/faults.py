@@ -198,9 +198,11 @@ class Faults:
     """The configuration, the RNG, the buckets, the in-flight table and the counters."""
 
     def __init__(self, config: Optional[FaultConfig] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.initial = (config or FaultConfig()).validated()
         self.clock = clock
+        self.sleep = sleep  # how injected latency waits (tests record it instead)
         self._lock = threading.Lock()
         self.configure(self.initial)
         self.reset_stats()
@@ -473,7 +475,7 @@ def fault_inject(ctx: Ctx, call_next) -> ApiResponse:
         return call_next()
     fault, latency = f.draw()
     if latency > 0:
-        time.sleep(latency)
+        f.sleep(latency)
     if fault == "429":
         f._bump(f.injected, "429")
         ctx.notes["fault"] = "429"

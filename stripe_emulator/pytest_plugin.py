@@ -36,6 +36,7 @@ class StripeEmulator:
         self.url = server.url
         self.store: Store = server.store
         self.app = server.app
+        self.gates = []
 
     # --- time ---
     def now(self) -> int:
@@ -76,6 +77,18 @@ class StripeEmulator:
     def reset_faults(self) -> None:
         """Faults and limits off (the server's startup configuration), counters cleared."""
         self.app.faults.reset()
+
+    def gate(self, path: str = "/v1/billing/meter_events", *, let_through: int = 0,
+             hold: str = "before"):
+        """Hold requests to `path` after the first `let_through` (gate.py): kill a
+        client at an exact point of its send. Removed by the fixture's reset."""
+        from .gate import RequestGate
+
+        gate = RequestGate(path, let_through=let_through, hold=hold)
+        self.app.remove("gate")
+        self.app.use(gate, name="gate", before="idempotency")
+        self.gates.append(gate)
+        return gate
 
     def stats(self) -> dict:
         """Requests by status, 429s by reason, injected faults, peak concurrency
@@ -150,4 +163,7 @@ def stripe_emulator(stripe_emulator_server) -> StripeEmulator:
     stripe_emulator_server.app.revoked_keys.clear()
     stripe_emulator_server.app.reset_pipeline()
     stripe_emulator_server.app.faults.reset()
-    return StripeEmulator(stripe_emulator_server)
+    emulator = StripeEmulator(stripe_emulator_server)
+    yield emulator
+    for gate in emulator.gates:  # a failed test must not leave server threads held
+        gate.release(run=False)

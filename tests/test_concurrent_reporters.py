@@ -1,7 +1,8 @@
 """
 Real `report_usage` processes against the real PostgreSQL and the emulator over HTTP:
-concurrent runs and runs killed with SIGKILL at random points still leave Stripe with
-exactly the source's usage for every customer and period.
+concurrent runs and runs killed with SIGKILL at exact points of their send (held there
+by the emulator's gate, whatever the machine's speed) still leave Stripe with exactly
+the source's usage for every customer and period.
 """
 
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -125,30 +127,68 @@ def test_four_concurrent_reporters_report_each_period_exactly_once(fleet):
     assert sent.count() == CUSTOMERS  # one meter event per customer, not four
 
 
-def test_reporters_killed_at_random_points_lose_and_double_nothing(fleet):
+# Where a SIGKILL lands, by the emulator's gate on the meter event endpoint (no sleeps):
+# - "before the send landed": ledger rows committed, the meter event held before Stripe
+#   ran it, then dropped unrecorded;
+# - "sent, answer lost": Stripe recorded the event, the reporter died before hearing so;
+# - "some sent, none settled": a reporter alone, its first sends answered, the rest held,
+#   killed before the one commit that settles them.
+KILL_POINTS = [
+    ("before the send landed", {"hold": "before"}, 2),
+    ("sent, answer lost", {"hold": "after"}, 2),
+    ("some sent, none settled", {"hold": "before", "let_through": 3}, 1),
+]
+GATE_TIMEOUT = 90  # seconds for a reporter to start and reach its first meter event
+
+
+def kill_running(runs, limit=None) -> int:
+    """SIGKILL up to `limit` reporters that are still running; how many were killed."""
+    killed = 0
+    for run in runs:
+        if run.poll() is None and (limit is None or killed < limit):
+            run.send_signal(signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def pending_identifiers() -> set[str]:
+    return set(UsageReport.objects.filter(status="pending").values_list("identifier", flat=True))
+
+
+def test_reporters_killed_at_exact_points_lose_and_double_nothing(fleet):
     emulator, customers, started = fleet
-    add_latency(emulator, 0.1)
-    env = {**reporter_env(emulator), "EPSILON_STRIPE_SEND_CONCURRENCY": "2"}  # runs take a while
+    env = {**reporter_env(emulator), "EPSILON_STRIPE_SEND_CONCURRENCY": "2"}
     rng = random.Random(11)
 
-    kills = killed_in_flight = 0
-    for round_number in range(10):
+    landed = defaultdict(int)
+    for round_number in range(9):
+        name, gate_options, reporters = KILL_POINTS[round_number % len(KILL_POINTS)]
         # New usage for everyone, some of it late for hours already reported.
         meter_services.ingest_events([late_usage(f"round-{round_number}-{c}", c, started, rng) for c in customers])
-        runs = [start_reporter(env) for _ in range(2)]
-        time.sleep(rng.uniform(1.0, 2.0))  # Django starts in ~1 s; then it is mid-run
+        gate = emulator.gate(**gate_options)
+        runs = [start_reporter(env) for _ in range(reporters)]
+        assert gate.wait_held(timeout=GATE_TIMEOUT), f"{name}: no reporter reached a meter event"
+        killed = kill_running(runs)
+        gate.release(run=False)
         for run in runs:
-            if run.poll() is None:
-                run.send_signal(signal.SIGKILL)
-                kills += 1
             run.communicate(timeout=60)
-        killed_in_flight += UsageReport.objects.filter(status="pending").exists()
+
+        # The kill landed between the ledger's commit and its settlement: every held
+        # event's row is still in flight, and what Stripe answered was never settled.
+        assert killed >= 1, name
+        pending = pending_identifiers()
+        assert set(gate.held) <= pending, name
+        recorded = {e["identifier"] for e in emulator.meter_events()}
+        if gate_options["hold"] == "after":
+            assert set(gate.held) <= recorded, name
+        if gate_options.get("let_through"):
+            assert reporters == 1 and set(gate.passed) <= pending & recorded, name
+        landed[name] += 1
 
     final = start_reporter(env)
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
-    print(f"{kills} kills, {killed_in_flight} rounds left events in flight")
-    assert kills >= 5 and killed_in_flight >= 2, "the kills missed the window they are meant to test"
+    assert landed == {name: 3 for name, _, _ in KILL_POINTS}
     assert_stripe_matches_the_source(emulator, customers, started)
 
 
@@ -161,13 +201,16 @@ def test_faults_kills_and_concurrent_reporters_together_still_add_up_exactly(fle
     env = {**reporter_env(emulator), "EPSILON_STRIPE_SEND_CONCURRENCY": "2"}
     rng = random.Random(3)
 
+    kills = 0
     for round_number in range(4):
         meter_services.ingest_events([late_usage(f"chaos-{round_number}-{c}", c, started, rng) for c in customers])
+        # A few events through, then the next one Stripe records is held unanswered
+        # while two of the four reporters die; the others then go on.
+        gate = emulator.gate(let_through=4, hold="after")
         runs = [start_reporter(env) for _ in range(4)]
-        time.sleep(rng.uniform(1.2, 2.0))
-        for run in runs[:2]:  # two of the four die mid-run
-            if run.poll() is None:
-                run.send_signal(signal.SIGKILL)
+        assert gate.wait_held(timeout=GATE_TIMEOUT), "no reporter reached a meter event"
+        kills += kill_running(runs, limit=2)
+        gate.release()
         for run in runs:
             run.communicate(timeout=120)
 
@@ -178,5 +221,6 @@ def test_faults_kills_and_concurrent_reporters_together_still_add_up_exactly(fle
         if not UsageReport.objects.filter(status="pending").exists():
             break
     injected = emulator.stats()["faults_injected"]
+    assert kills >= 4, "a round's kills missed its reporters"
     assert set(injected) >= {"429", "500", "lost"}, f"not every fault was injected: {injected}"
     assert_stripe_matches_the_source(emulator, customers, started)

@@ -73,6 +73,7 @@ def test_one_call_in_flight_per_customer_and_meter_but_many_across_customers(str
     client, meter, customers = customers_and_meter
     in_flight, peak_per_key, peak_total = Counter(), Counter(), [0]
     lock = threading.Lock()
+    wanted = threading.Condition(lock)
 
     def watch(ctx, call_next):
         if ctx.path != "/v1/billing/meter_events":
@@ -82,7 +83,10 @@ def test_one_call_in_flight_per_customer_and_meter_but_many_across_customers(str
             in_flight[key] += 1
             peak_per_key[key] = max(peak_per_key[key], in_flight[key])
             peak_total[0] = max(peak_total[0], sum(in_flight.values()))
-        time.sleep(0.05)  # Stripe's latency
+            wanted.notify_all()
+            # Hold the first calls until three are in flight at once: only a sender
+            # that sends to customers in parallel gets past this.
+            wanted.wait_for(lambda: peak_total[0] >= 3, timeout=30)
         try:
             return call_next()
         finally:

@@ -136,16 +136,16 @@ def test_lost_response_as_a_500(stripe_emulator, http, meter, customer):
 @pytest.mark.parametrize("recorded", [False, True], ids=["not-recorded", "recorded"])
 def test_timeout_hangs_until_the_client_gives_up(stripe_emulator, meter, customer, recorded):
     stripe_emulator.set_faults(**{"rate_timeout_recorded" if recorded else "rate_timeout": 1.0},
-                               timeout_s=20)
+                               timeout_s=120)
     started = time.monotonic()
     with httpx.Client(base_url=stripe_emulator.url, timeout=0.3,
                       headers={"Authorization": f"Bearer {stripe_emulator.api_key}"}) as c:
         with pytest.raises(httpx.ReadTimeout):
             send(c, customer.id, "t1")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 60  # the client's 0.3 s, not the server's 120 s
     assert count(stripe_emulator, meter) == (1 if recorded else 0)
     # The server noticed the client leaving and freed the request.
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while stripe_emulator.stats()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
     stats = stripe_emulator.stats()
@@ -164,22 +164,21 @@ def test_a_timeout_shorter_than_the_clients_is_a_dropped_connection(
 # --- latency -----------------------------------------------------------------------
 
 
-def test_latency_applies_to_selected_calls(stripe_emulator, http, customer, meter):
+def test_latency_applies_to_selected_calls(stripe_emulator, http, customer, meter, monkeypatch):
+    # What each request is made to wait, recorded rather than timed: the machine's speed
+    # does not change it.
+    waits = []
+    monkeypatch.setattr(stripe_emulator.app.faults, "sleep", waits.append)
     stripe_emulator.set_faults(latency_ms=150)
-    t = time.monotonic()
     assert send(http, customer.id, "lat1").status_code == 200
-    assert time.monotonic() - t >= 0.15
-    t = time.monotonic()
-    assert http.get("/v1/customers").status_code == 200
-    assert time.monotonic() - t < 0.14
+    assert http.get("/v1/customers").status_code == 200  # not a selected path
+    assert waits == [0.15]
+    waits.clear()
     stripe_emulator.set_faults(latency_ms=0, jitter_ms=100, seed=3, paths=None)
-    durations = []
     for _ in range(5):
-        t = time.monotonic()
         http.get("/v1/customers")
-        durations.append(time.monotonic() - t)
-    assert max(durations) - min(durations) > 0.005  # jitter varies
-    assert max(durations) < 0.5
+    assert len(waits) == 5 and len(set(waits)) == 5  # jitter varies
+    assert all(0 < w < 0.1 for w in waits)
 
 
 def test_a_seed_makes_faults_reproducible(stripe_emulator, http, customer, meter):

@@ -1,7 +1,6 @@
 """Idempotency-Key on POSTs, as Stripe does it."""
 
 import threading
-import time
 
 import httpx
 import stripe
@@ -74,11 +73,12 @@ def test_get_requests_ignore_the_key(http):
 
 
 def test_concurrent_use_of_a_key_is_409(stripe_emulator, http):
-    started = threading.Event()
+    started, second_answered = threading.Event(), threading.Event()
 
-    def slow(ctx, call_next):  # a latency hook, the kind fault injection will add
-        started.set()
-        time.sleep(0.5)
+    def slow(ctx, call_next):  # the first request is still running when the second comes
+        if not started.is_set():
+            started.set()
+            assert second_answered.wait(30)
         return call_next()
 
     stripe_emulator.app.use(slow, name="slow", after="idempotency")
@@ -92,6 +92,7 @@ def test_concurrent_use_of_a_key_is_409(stripe_emulator, http):
     t.start()
     assert started.wait(5)
     second = post(http, "/v1/customers", {"name": "a"}, "busy")
+    second_answered.set()
     t.join()
     assert results["first"].status_code == 200
     assert second.status_code == 409
