@@ -202,7 +202,8 @@ EMBEDDED_METER_INGEST_TOKEN = env.str("EMBEDDED_METER_INGEST_TOKEN", default="ep
 # --- Scheduled reporting (django-q2) -----------------------------------------
 
 Q_CLUSTER = {
-    "name": "epsilon",
+    # The queue's name: deployments (or test runs) sharing one Redis each need their own.
+    "name": env.str("Q_CLUSTER_NAME", default="epsilon"),
     "workers": env.int("Q_WORKERS", default=2),
     # A report run gives up well before the broker hands its task to another worker.
     "timeout": 600,

@@ -1,3 +1,4 @@
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -6,6 +7,18 @@ from django.db import connection
 from tests.billing_fixtures import subscribe
 
 pytest_plugins = ["stripe_emulator.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A PostgreSQL test database of this run's own, so two `make test` runs at once on
+    one server do not drop each other's (SQLite's test database is in memory already)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if "postgresql" in database["ENGINE"]:
+        name = database.get("TEST", {}).get("NAME") or f"test_{database['NAME']}"
+        database.setdefault("TEST", {})["NAME"] = f"{name}_{os.getpid()}"
 
 
 @pytest.fixture

@@ -44,9 +44,13 @@ def test_qcluster_runs_the_reporting_schedule(postgres_only, billing, broker, mo
         "USAGE_SOURCE": "embedded",
         "Q_WORKERS": "1",
         "Q_REDIS_URL": "redis://127.0.0.1:6379/15" if broker == "redis" else "",
+        # Its own queue: another test run beside this one shares the Redis server.
+        "Q_CLUSTER_NAME": f"epsilon-test-{os.getpid()}",
     }
     # django-q2's own scheduler loop queues due schedules every 30 s; do its step now,
     # from here, so the worker gets the task through the broker at once.
+    for name in ("PREFIX", "CLUSTER_NAME"):
+        monkeypatch.setattr(Conf, name, env["Q_CLUSTER_NAME"])
     if broker == "redis":
         monkeypatch.setattr(Conf, "REDIS", env["Q_REDIS_URL"])
         monkeypatch.setattr(Conf, "ORM", None)
