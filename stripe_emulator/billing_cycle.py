@@ -3,12 +3,13 @@
 A customer's time is its test clock's `frozen_time`, or the emulator clock
 (clock.py) for customers without one. Two kinds of boundary:
 
-* a subscription's `current_period_end` (or an earlier `cancel_at`): the
-  items move to the next period, a draft invoice for the closed period is
-  created, `latest_invoice` points at it, and `customer.subscription.updated`
-  (previous_attributes: the old `items` and `latest_invoice`) and
-  `invoice.created` are emitted; a due `cancel_at` cancels instead
-  (`customer.subscription.deleted`);
+* a subscription's `current_period_end` (a trial's end, or an earlier
+  `cancel_at`): the items move to the next period, a draft invoice for the
+  closed period is created, `latest_invoice` points at it, and
+  `customer.subscription.updated` (previous_attributes: the old `items`,
+  `latest_invoice`, and `status` when a trial ends) and `invoice.created` are
+  emitted; a due `cancel_at` cancels instead (`customer.subscription.deleted`)
+  with a final invoice for the last period's metered usage;
 * a draft invoice's `automatically_finalizes_at`: it is finalized.
 
 They are processed in time order, each stamped with its own time, however
@@ -116,24 +117,28 @@ def _next_due(store, in_scope, now: int, customer_id: Optional[str] = None):
 
 
 def _roll(ctx, sub: dict, at: int) -> None:
-    from .resources import invoices
-    from .resources.subscriptions import cancel_subscription, items_of, period_at
+    from .resources import subscriptions
 
     store = ctx.store
     if sub.get("cancel_at") is not None and sub["cancel_at"] <= at:
-        cancel_subscription(ctx, sub, at=sub["cancel_at"], reason="cancellation_requested")
-        events.deleted(ctx, sub, at=sub["cancel_at"])
+        # Stripe: "Any metered usage is charged for in a final invoice when the
+        # subscription cancels at the end of the billing period."
+        at = sub["cancel_at"]
+        invoice = subscriptions.final_invoice(ctx, sub, at,
+                                              subscriptions.SCHEDULED_CANCEL_BILLING_REASON)
+        subscriptions.cancel_subscription(ctx, sub, at=at, reason="cancellation_requested")
+        events.deleted(ctx, sub, at=at)
+        if invoice is not None:
+            events.emit(ctx, "invoice.created", invoice, created=at)
         return
-    items = items_of(store, sub["id"])
     before = render.render(ctx, copy.deepcopy(sub))
-    new_periods = {i["id"]: period_at(store, sub, i, at) for i in items}
-    invoice = invoices.create_cycle_invoice(ctx, sub, items, new_periods, created=at)
-    for item in items:
-        item["current_period_start"], item["current_period_end"] = new_periods[item["id"]]
-        store.save(item)
-    sub["latest_invoice"] = invoice["id"]
-    store.save(sub)
-    # dahlia: the periods are on the items, so that is what changed.
-    events.emit(ctx, "customer.subscription.updated", sub, created=at, previous_attributes={
-        "items": before["items"], "latest_invoice": before["latest_invoice"]})
-    events.emit(ctx, "invoice.created", invoice, created=at)
+    if sub["status"] == "trialing" and sub.get("trial_end") is not None \
+            and sub["trial_end"] <= at:
+        sub["status"] = "active"  # the trial is over: the first paid period starts
+    invoice = subscriptions.close_period(ctx, sub, at, "subscription_cycle")
+    after = render.render(ctx, copy.deepcopy(sub))
+    # dahlia: the periods are on the items, so that is what changed (and latest_invoice).
+    events.emit(ctx, "customer.subscription.updated", sub, created=at,
+                previous_attributes=events.diff(before, after))
+    if invoice is not None:
+        events.emit(ctx, "invoice.created", invoice, created=at)

@@ -37,6 +37,7 @@ from . import events
 from .common import fetch, respond
 
 GRACE_PERIOD = 3600  # draft -> finalized, when auto_advance is on
+PENDING = "emulator.pending_line"  # internal: a line waiting for the next invoice
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
                 "vnd", "vuv", "xaf", "xof", "xpf"}
 
@@ -90,7 +91,7 @@ def refresh_metered(store, invoice: dict) -> dict:
     """Recompute metered lines from the meter events stored now."""
     for line in invoice["lines"]["data"]:
         price = _price_for(store, line)
-        if not _is_metered(price):
+        if not _is_metered(price) or line.get("_unbilled"):
             continue
         meter = store.get(price["recurring"]["meter"], "billing.meter")
         quantity = aggregation.for_meter(store, meter, invoice["customer"],
@@ -100,39 +101,112 @@ def refresh_metered(store, invoice: dict) -> dict:
     return invoice
 
 
-def _line(store, invoice: dict, sub: dict, item: dict, price: dict, period) -> dict:
+def _line(store, invoice: dict, sub: dict, item_id: str, price: dict, period,
+          quantity=None, proration: bool = False) -> dict:
     line = fixtures.template("line_item")
     line.update({
         "id": ids.new_id("il"), "currency": price["currency"], "invoice": invoice["id"],
         "livemode": invoice["livemode"], "metadata": dict(sub.get("metadata") or {}),
         "parent": {"type": "subscription_item_details", "invoice_item_details": None,
                    "subscription_item_details": {
-                       "invoice_item": None, "proration": False,
+                       "invoice_item": ids.new_id("ii") if proration else None,
+                       "proration": proration,
                        "proration_details": {"credited_items": None},
-                       "subscription": sub["id"], "subscription_item": item["id"]}},
+                       "subscription": sub["id"], "subscription_item": item_id}},
         "period": {"start": period[0], "end": period[1]},
         "pricing": {"type": "price_details",
                     "price_details": {"price": price["id"], "product": price["product"]},
                     "unit_amount_decimal": price["unit_amount_decimal"]},
         "subscription": sub["id"],
     })
-    quantity = Decimal(0) if _is_metered(price) else Decimal(item.get("quantity") or 0)
-    _set_quantity(store, line, quantity, price)
+    _set_quantity(store, line, Decimal(quantity or 0), price)
     return line
 
 
-def create_cycle_invoice(ctx, sub: dict, items, new_periods: dict, created: int) -> dict:
-    """The draft for the period that just closed (items still carry its dates)."""
+def usage_window(sub: dict, item: dict, end: int):
+    """[start, end) of an item's un-invoiced metered usage, and whether it is billed.
+
+    Usage is billed from the item's period start, or from when its metered price
+    was added or replaced mid-period (`_usage_start`). Usage during a trial is
+    not billed (Stripe: "any usage accrued doesn't count toward the total").
+    """
+    start = item.get("_usage_start") or item["current_period_start"]
+    trial_end = sub.get("trial_end")
+    billed = True
+    if trial_end is not None and start < trial_end:
+        if end <= trial_end:
+            billed = False
+        else:
+            start = trial_end
+    return start, end, billed
+
+
+def pending_lines(store, sub_id: str):
+    return list(reversed(store.by_field(PENDING, "subscription", sub_id)))
+
+
+def add_pending_line(ctx, sub: dict, item_id: str, price: dict, period) -> dict:
+    """An invoice item (here: a line waiting for the subscription's next invoice)
+    billing a removed or replaced metered price's usage (flexible billing mode)."""
+    pending = {"id": ids.new_id("emupl"), "object": PENDING, "livemode": sub["livemode"],
+               "created": period[1], "customer": sub["customer"], "subscription": sub["id"]}
+    line = _line(ctx.store, {"id": None, "livemode": sub["livemode"]}, sub, item_id, price,
+                 period, proration=True)
+    pending["line"] = line
+    ctx.store.insert(pending)
+    return pending
+
+
+def drop_pending_lines(store, sub_id: str) -> None:
+    for pending in pending_lines(store, sub_id):
+        store.delete(pending["id"])
+
+
+def draft_for_subscription(ctx, sub: dict, items, *, created: int, billing_reason: str,
+                           closed_end=None, new_periods=None, period=None):
+    """A draft invoice for a subscription, or None if it would have no line.
+
+    * metered items bill their un-invoiced usage up to `closed_end` (if given);
+    * licensed items bill `new_periods[item id]` in advance (if given);
+    * the subscription's pending lines (flexible-mode usage of removed prices) are
+      moved onto it.
+    """
     store = ctx.store
     customer = store.get(sub["customer"], "customer") or {}
     invoice = fixtures.template("invoice")
     inv_id = ids.new_id("in")
-    start = min(i["current_period_start"] for i in items)
-    end = min(i["current_period_end"] for i in items)
+    invoice.update({"id": inv_id, "livemode": sub["livemode"]})
+    lines = []
+    for item in items:
+        price = store.get(item["price"], "price")
+        if _is_metered(price):
+            if closed_end is None:
+                continue
+            start, end, billed = usage_window(sub, item, closed_end)
+            if start >= end:
+                continue
+            line = _line(store, invoice, sub, item["id"], price, (start, end))
+            if not billed:
+                line["_unbilled"] = True
+        else:
+            if new_periods is None:
+                continue
+            line = _line(store, invoice, sub, item["id"], price, new_periods[item["id"]],
+                         quantity=item.get("quantity") or 0)
+        lines.append(line)
+    for pending in pending_lines(store, sub["id"]):
+        line = pending["line"]
+        line["invoice"] = inv_id
+        lines.append(line)
+        store.delete(pending["id"])
+    if not lines:
+        return None
+    if period is None:
+        period = (min(l["period"]["start"] for l in lines), max(l["period"]["end"] for l in lines))
     invoice.update({
-        "id": inv_id, "livemode": sub["livemode"], "created": created,
+        "created": created,
         "automatically_finalizes_at": created + GRACE_PERIOD,
-        "billing_reason": "subscription_cycle", "collection_method": sub["collection_method"],
+        "billing_reason": billing_reason, "collection_method": sub["collection_method"],
         "currency": sub["currency"], "customer": sub["customer"],
         "customer_address": customer.get("address"), "customer_email": customer.get("email"),
         "customer_name": customer.get("name"), "customer_phone": customer.get("phone"),
@@ -142,22 +216,24 @@ def create_cycle_invoice(ctx, sub: dict, items, new_periods: dict, created: int)
         "parent": {"type": "subscription_details", "quote_details": None,
                    "subscription_details": {"metadata": dict(sub.get("metadata") or {}),
                                             "subscription": sub["id"]}},
-        "period_start": start, "period_end": end, "test_clock": sub.get("test_clock"),
+        "period_start": period[0], "period_end": period[1], "test_clock": sub.get("test_clock"),
         "webhooks_delivered_at": None,
     })
     if sub["collection_method"] == "send_invoice":
         invoice["due_date"] = created + 86400 * int(sub.get("days_until_due") or 0)
-    lines = []
-    for item in items:
-        price = store.get(item["price"], "price")
-        # Metered usage is billed in arrears, licensed quantities in advance.
-        period = ((item["current_period_start"], item["current_period_end"])
-                  if _is_metered(price) else new_periods[item["id"]])
-        lines.append(_line(store, invoice, sub, item, price, period))
     invoice["lines"] = list_object(f"/v1/invoices/{inv_id}/lines", lines)
     refresh_metered(store, invoice)
     store.insert(invoice)
     return invoice
+
+
+def create_cycle_invoice(ctx, sub: dict, items, new_periods: dict, created: int) -> dict:
+    """The draft for the period that just closed (items still carry its dates)."""
+    start = min(i["current_period_start"] for i in items)
+    end = min(i["current_period_end"] for i in items)
+    return draft_for_subscription(ctx, sub, items, created=created,
+                                  billing_reason="subscription_cycle", closed_end=end,
+                                  new_periods=new_periods, period=(start, end))
 
 
 # --- state changes ---------------------------------------------------------------------
@@ -196,6 +272,9 @@ def render_invoice(ctx, invoice: dict) -> dict:
     out = copy.deepcopy(invoice)
     if out["status"] == "draft":
         refresh_metered(ctx.store, out)
+    for line in out["lines"]["data"]:
+        for key in [k for k in line if k.startswith("_")]:
+            del line[key]  # the emulator's own bookkeeping, not Stripe's shape
     return out
 
 

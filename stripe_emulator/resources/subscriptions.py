@@ -20,13 +20,13 @@ from __future__ import annotations
 import copy
 from typing import List
 
-from .. import billing_cycle, errors, expand, fixtures, ids, periods, search
-from ..context import MISSING, coerce_int, coerce_str
+from .. import billing_cycle, errors, expand, fixtures, ids, periods, render, search
+from ..context import MISSING, coerce_bool, coerce_int, coerce_str
 from ..errors import InvalidRequest
 from ..listing import list_object, paginate, range_filter, search_page
 from ..render import renderer
 from ..routing import LIST_PARAMS, route
-from . import events
+from . import events, invoices
 from .common import fetch, respond, update_metadata
 from .prices import plan_for
 
@@ -52,6 +52,16 @@ UPDATE_PARAMS = ("add_invoice_items", "application_fee_percent", "automatic_tax"
 SEARCH_FIELDS = {"created": search.NUMBER, "metadata": search.STRING, "status": search.TOKEN,
                  "canceled_at": search.NUMBER}
 ITEM_FIELDS_ON_CREATE = ("price", "quantity", "metadata")
+ITEM_FIELDS_ON_UPDATE = ("id", "deleted", "clear_usage", "price", "quantity", "metadata")
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
+# Stripe's documented billing_reason values have no cancellation reason; a final
+# invoice made by a cancel request (invoice_now) is "subscription_update", one made
+# when a scheduled cancellation (cancel_at, cancel_at_period_end) is reached is
+# "subscription_cycle" (README: assumptions).
+CANCEL_NOW_BILLING_REASON = "subscription_update"
+SCHEDULED_CANCEL_BILLING_REASON = "subscription_cycle"
+# 2025-09-30.clover made flexible billing mode the default for new subscriptions.
+FLEXIBLE_DEFAULT_SINCE = "2025-09-30"
 
 for _field in ("customer", "latest_invoice", "default_payment_method", "default_source",
                "pending_setup_intent", "schedule", "test_clock", "on_behalf_of", "application"):
@@ -73,7 +83,7 @@ def _items_of(ctx, sub_id: str) -> List[dict]:
 
 @renderer("subscription_item")
 def render_item(ctx, item: dict) -> dict:
-    out = dict(item)
+    out = {k: v for k, v in item.items() if not k.startswith("_")}  # _: emulator bookkeeping
     out.pop("livemode", None)  # stored for mode checks; items carry no livemode on Stripe
     price = ctx.store.get(item["price"], "price")
     out["price"] = price
@@ -110,9 +120,13 @@ def period_at(store, sub: dict, item: dict, t: int):
     price = store.get(item["price"], "price")
     rec = price["recurring"]
     anchor = sub["billing_cycle_anchor"]
+    trial_start, trial_end = sub.get("trial_start"), sub.get("trial_end")
+    if trial_start is not None and trial_end is not None and t < trial_end:
+        return trial_start, trial_end  # the trial is the current period
     if t < anchor:
-        # Before the anchor: the first, shortened period from the start date.
-        return sub["start_date"], anchor
+        # Before the anchor: the first, shortened period from the start (or trial end).
+        start = trial_end if trial_end is not None and trial_end <= t else sub["start_date"]
+        return start, anchor
     return periods.period_containing(anchor, rec["interval"], rec["interval_count"], t)
 
 
@@ -135,11 +149,67 @@ def cancel_subscription(ctx, sub: dict, at: int = None, reason: str = "cancellat
     return sub
 
 
+def close_period(ctx, sub: dict, at: int, billing_reason: str):
+    """End the items' current period at `at` and start the next one there.
+
+    The draft invoice bills the closed span's metered usage (from each item's
+    period start, or from when its metered price was added), licensed items for
+    the new period in advance, and the pending lines of removed metered prices.
+    `billing_cycle_anchor` (and a trial's end) must already say where the new
+    period starts. Returns the invoice (None if it would have no line)."""
+    store = ctx.store
+    items = items_of(store, sub["id"])
+    new_periods = {i["id"]: period_at(store, sub, i, at) for i in items}
+    start = min([i["current_period_start"] for i in items] or [at])
+    invoice = invoices.draft_for_subscription(
+        ctx, sub, items, created=at, billing_reason=billing_reason, closed_end=at,
+        new_periods=new_periods, period=(start, at))
+    for item in items:
+        item["current_period_start"], item["current_period_end"] = new_periods[item["id"]]
+        item.pop("_usage_start", None)
+        store.save(item)
+    if invoice is not None:
+        sub["latest_invoice"] = invoice["id"]
+    store.save(sub)
+    return invoice
+
+
+def final_invoice(ctx, sub: dict, at: int, billing_reason: str):
+    """The last invoice of a subscription ending at `at`: its un-invoiced metered
+    usage and pending lines (nothing in advance). None if there is nothing to bill."""
+    items = items_of(ctx.store, sub["id"])
+    start = min([i["current_period_start"] for i in items] or [at])
+    invoice = invoices.draft_for_subscription(
+        ctx, sub, items, created=at, billing_reason=billing_reason, closed_end=at,
+        period=(start, at))
+    if invoice is not None:
+        sub["latest_invoice"] = invoice["id"]
+        ctx.store.save(sub)
+    return invoice
+
+
 def _fetch_settled(ctx, obj_id: str) -> dict:
     return settle(ctx, fetch(ctx, obj_id, "subscription", "subscription"))
 
 
 # --- endpoints ----------------------------------------------------------------
+
+
+def _recurring_price(ctx, price_id: str, param: str) -> dict:
+    price = fetch(ctx, price_id, "price", "price", param=param)
+    if price["type"] != "recurring":
+        raise InvalidRequest(
+            "The price specified is set to `type=one_time` but this field only accepts "
+            "prices with `type=recurring`.", param=param)
+    if not price["active"]:
+        raise InvalidRequest(
+            "The price specified is inactive. This field only accepts active prices.",
+            param=param)
+    return price
+
+
+def _is_metered(price: dict) -> bool:
+    return (price.get("recurring") or {}).get("usage_type") == "metered"
 
 
 def _parse_items(ctx) -> List[dict]:
@@ -161,15 +231,7 @@ def _parse_items(ctx) -> List[dict]:
                         param=f"{p}[{key}]")
                 raise errors.unknown_param(f"{p}[{key}]")
         price_id = coerce_str(f"{p}[price]", entry.get("price", MISSING), required=True)
-        price = fetch(ctx, price_id, "price", "price", param=f"{p}[price]")
-        if price["type"] != "recurring":
-            raise InvalidRequest(
-                "The price specified is set to `type=one_time` but this field only accepts "
-                "prices with `type=recurring`.", param=f"{p}[price]")
-        if not price["active"]:
-            raise InvalidRequest(
-                "The price specified is inactive. This field only accepts active prices.",
-                param=f"{p}[price]")
+        price = _recurring_price(ctx, price_id, f"{p}[price]")
         if price_id in seen:
             raise InvalidRequest(
                 f"Cannot add multiple subscription items with the same price: {price_id}",
@@ -210,9 +272,15 @@ def create(ctx):
     clock = billing_cycle.clock_of(ctx.store, customer_id)
     rec = items[0]["price"]["recurring"]
     natural_end = periods.boundary(now, rec["interval"], rec["interval_count"], 1)
+    trial_end = _trial_end_on_create(ctx, now)
     anchor = ctx.int("billing_cycle_anchor")
+    if trial_end is not None:
+        natural_end = periods.boundary(trial_end, rec["interval"], rec["interval_count"], 1)
+        if anchor is not None and anchor < trial_end:
+            raise InvalidRequest("billing_cycle_anchor cannot be earlier than trial_end.",
+                                 param="billing_cycle_anchor")
     if anchor is None:
-        anchor = now
+        anchor = now if trial_end is None else trial_end
     elif anchor < now:
         raise InvalidRequest("billing_cycle_anchor cannot be in the past.",
                              param="billing_cycle_anchor")
@@ -234,6 +302,9 @@ def create(ctx):
     })
     if sub["collection_method"] == "send_invoice":
         sub["days_until_due"] = ctx.int("days_until_due", min=0)
+    sub["billing_mode"] = _billing_mode(ctx, now)
+    if trial_end is not None:
+        sub.update({"status": "trialing", "trial_start": now, "trial_end": trial_end})
     ctx.store.insert(sub)
     for spec in items:
         item = fixtures.template("subscription_item")
@@ -247,6 +318,51 @@ def create(ctx):
     ctx.store.save(sub)
     events.created(ctx, sub, at=now)
     return respond(ctx, sub)
+
+
+def _trial_end_on_create(ctx, now: int):
+    """trial_end (a timestamp, or `now`: no trial) or trial_period_days, as a timestamp."""
+    ctx.exclusive("trial_end", "trial_period_days")
+    if ctx.has("trial_from_plan") and ctx.bool("trial_from_plan"):
+        raise InvalidRequest("trial_from_plan is not supported by the local Stripe emulator.",
+                             param="trial_from_plan")
+    if ctx.has("trial_period_days"):
+        days = ctx.int("trial_period_days", min=0, max=730)
+        return None if not days else now + days * 86400
+    if ctx.has("trial_end"):
+        if ctx.raw("trial_end") == "now":
+            return None
+        end = ctx.int("trial_end")
+        if end is not None and end <= now:
+            raise InvalidRequest("Invalid timestamp: must be an integer Unix timestamp in the "
+                                 "future.", param="trial_end")
+        if end is not None and end > now + 730 * 86400:
+            raise InvalidRequest("trial_end can be at most two years from "
+                                 "billing_cycle_anchor.", param="trial_end")
+        return end
+    return None
+
+
+def _billing_mode(ctx, now: int) -> dict:
+    raw = ctx.dict("billing_mode")
+    if raw is None:
+        version = getattr(ctx, "stripe_version", "") or ""
+        kind = "flexible" if version[:10] >= FLEXIBLE_DEFAULT_SINCE else "classic"
+        return {"flexible": None, "type": kind, "updated_at": now}
+    for key in raw:
+        if key not in ("type", "flexible"):
+            raise errors.unknown_param(f"billing_mode[{key}]")
+    kind = coerce_str("billing_mode[type]", raw.get("type", MISSING), required=True,
+                      choices=("classic", "flexible"))
+    flexible = raw.get("flexible")
+    if flexible is not None:
+        if kind != "flexible" or not isinstance(flexible, dict):
+            raise InvalidRequest("billing_mode[flexible] can only be set with "
+                                 "billing_mode[type]=flexible.", param="billing_mode[flexible]")
+        flexible = {"proration_discounts": coerce_str(
+            "billing_mode[flexible][proration_discounts]",
+            flexible.get("proration_discounts", MISSING), choices=("included", "itemized"))}
+    return {"flexible": flexible, "type": kind, "updated_at": now}
 
 
 def _current_period_end(ctx, sub: dict) -> int:
@@ -275,16 +391,24 @@ def retrieve(ctx, obj_id):
 @route("/v1/subscriptions/<obj_id>", ["POST"], UPDATE_PARAMS)
 def update(ctx, obj_id):
     sub = _fetch_settled(ctx, obj_id)
-    before = copy.deepcopy(sub)
+    store = ctx.store
+    now = billing_cycle.customer_now(store, sub["customer"])
+    before = render.render(ctx, copy.deepcopy(sub))  # items are read from the store
     if sub["status"] == "canceled":
         extra = [k for k in ctx.params if k not in ("metadata", "cancellation_details", "expand")]
         if extra:
             raise InvalidRequest(
                 "A canceled subscription can only update its cancellation_details and metadata.",
                 param=extra[0])
+    proration = ctx.str("proration_behavior", default="create_prorations",
+                        choices=PRORATION_BEHAVIORS)
+    ctx.raw("proration_date")  # prorations of licensed prices are not modeled
+    anchor = ctx.str("billing_cycle_anchor", choices=("now", "unchanged")) if ctx.has(
+        "billing_cycle_anchor") else None
+    trial_end = _trial_end_on_update(ctx, sub, now)
+    made = []  # invoices drafted by this update, announced after the subscription event
     if ctx.has("items"):
-        raise InvalidRequest("Changing items is not supported by the local Stripe emulator yet.",
-                             param="items")
+        _apply_items(ctx, sub, now, proration)
     if ctx.has("description"):
         sub["description"] = ctx.str("description", max_length=500)
     if ctx.has("cancellation_details"):
@@ -295,28 +419,232 @@ def update(ctx, obj_id):
                 merged[key] = details[key] or None
         sub["cancellation_details"] = merged
     sub["metadata"] = update_metadata(ctx, sub.get("metadata"))
+    if trial_end is not None:
+        if trial_end <= now:  # trial_end=now: the trial ends, a paid period starts now
+            sub.update({"trial_end": now, "billing_cycle_anchor": now, "status": "active"})
+            made.append(close_period(ctx, sub, now, "subscription_update"))
+        else:  # a new end for the running trial
+            sub.update({"trial_end": trial_end, "billing_cycle_anchor": trial_end})
+            for item in items_of(store, sub["id"]):
+                item["current_period_end"] = trial_end
+                store.save(item)
+    elif anchor == "now":
+        sub["billing_cycle_anchor"] = now
+        made.append(close_period(ctx, sub, now, "subscription_update"))
+    if proration == "always_invoice" and invoices.pending_lines(store, sub["id"]):
+        made.append(invoices.draft_for_subscription(
+            ctx, sub, [], created=now, billing_reason="subscription_update"))
+        sub["latest_invoice"] = made[-1]["id"]
     if sub["status"] != "canceled":
         _apply_cancel_params(ctx, sub)
-    ctx.store.save(sub)
-    events.updated(ctx, before, sub, at=billing_cycle.customer_now(ctx.store, sub["customer"]))
+    store.save(sub)
+    after = render.render(ctx, copy.deepcopy(sub))
+    previous = events.diff(before, after)
+    if set(previous) - {"updated"}:
+        events.emit(ctx, "customer.subscription.updated", sub, previous_attributes=previous,
+                    created=now)
+    for invoice in made:
+        if invoice is not None:
+            events.emit(ctx, "invoice.created", invoice, created=now)
     return respond(ctx, settle(ctx, sub))
+
+
+def _trial_end_on_update(ctx, sub: dict, now: int):
+    """The requested trial end as a timestamp (`now` -> now), or None if not given."""
+    if not ctx.has("trial_end"):
+        return None
+    if ctx.bool("trial_from_plan"):
+        raise InvalidRequest("trial_from_plan is not supported by the local Stripe emulator.",
+                             param="trial_from_plan")
+    raw = ctx.raw("trial_end")
+    end = now if raw == "now" else ctx.int("trial_end")
+    if sub["status"] != "trialing":
+        if raw == "now":
+            return None  # no trial to end
+        raise InvalidRequest("Adding a trial to a subscription that is not trialing is not "
+                             "supported by the local Stripe emulator.", param="trial_end")
+    if end < now:
+        raise InvalidRequest("Invalid timestamp: must be an integer Unix timestamp in the "
+                             "future.", param="trial_end")
+    if end > sub["trial_start"] + 730 * 86400:
+        raise InvalidRequest("trial_end can be at most two years from billing_cycle_anchor.",
+                             param="trial_end")
+    return end
+
+
+def _apply_items(ctx, sub: dict, now: int, proration: str) -> None:
+    """items[n]: {id, deleted} removes, {id, price} replaces the price (the item keeps
+    its id), {id, quantity/metadata} edits, {price} adds an item.
+
+    Metered usage of a removed or replaced price: billing_mode=flexible puts a line
+    for it (period start up to now) on the next invoice (always_invoice: on one drafted
+    now; none: not billed); classic does not bill it. A metered price added mid-period
+    bills usage from now."""
+    store = ctx.store
+    raw = ctx.list("items") or []
+    current = {i["id"]: i for i in items_of(store, sub["id"])}
+    changes = []
+    for n, entry in enumerate(raw):
+        p = f"items[{n}]"
+        if not isinstance(entry, dict):
+            raise InvalidRequest("Invalid object", param=p)
+        for key in entry:
+            if key not in ITEM_FIELDS_ON_UPDATE:
+                if key in ("discounts", "plan", "price_data", "tax_rates", "billing_thresholds"):
+                    raise InvalidRequest(
+                        f"{p}[{key}] is not supported by the local Stripe emulator.",
+                        param=f"{p}[{key}]")
+                raise errors.unknown_param(f"{p}[{key}]")
+        item_id = coerce_str(f"{p}[id]", entry.get("id", MISSING))
+        deleted = bool(coerce_bool(f"{p}[deleted]", entry.get("deleted", MISSING),
+                                   default=False))
+        coerce_bool(f"{p}[clear_usage]", entry.get("clear_usage", MISSING))  # no effect on meters
+        price_id = coerce_str(f"{p}[price]", entry.get("price", MISSING))
+        if item_id is not None and item_id not in current:
+            raise errors.no_such("subscription item", item_id, f"{p}[id]")
+        if item_id is None and deleted:
+            raise InvalidRequest(f"Missing required param: {p}[id].", code="parameter_missing",
+                                 param=f"{p}[id]")
+        if item_id is None and price_id is None:
+            raise InvalidRequest(f"Missing required param: {p}[price].",
+                                 code="parameter_missing", param=f"{p}[price]")
+        price = _recurring_price(ctx, price_id, f"{p}[price]") if price_id and not deleted \
+            else None
+        quantity = coerce_int(f"{p}[quantity]", entry.get("quantity", MISSING), min=0)
+        target = price or (store.get(current[item_id]["price"], "price") if item_id else None)
+        if quantity is not None and target is not None and _is_metered(target):
+            raise InvalidRequest(
+                f"Quantity should not be specified where usage_type is `metered`. Remove "
+                f"quantity from `{p}`.", param=f"{p}[quantity]")
+        metadata = entry.get("metadata", MISSING)
+        if metadata is not MISSING and metadata != "" and not isinstance(metadata, dict):
+            raise InvalidRequest("Invalid object", param=f"{p}[metadata]")
+        changes.append({"param": p, "id": item_id, "deleted": deleted, "price": price,
+                        "quantity": quantity, "metadata": metadata})
+
+    # What the subscription would hold afterwards, checked before anything changes.
+    result = {i: store.get(it["price"], "price") for i, it in current.items()}
+    added = []
+    for c in changes:
+        if c["deleted"]:
+            result.pop(c["id"], None)
+        elif c["id"] is not None and c["price"] is not None:
+            result[c["id"]] = c["price"]
+        elif c["id"] is None:
+            added.append(c)
+    final = list(result.values()) + [c["price"] for c in added]
+    if not final:
+        raise InvalidRequest("A subscription must have at least one item; cancel it instead.",
+                             param="items")
+    seen = set()
+    interval = None
+    for it in current.values():
+        rec = store.get(it["price"], "price")["recurring"]
+        interval = (rec["interval"], rec["interval_count"])
+        break
+    for price in final:
+        if price["id"] in seen:
+            raise InvalidRequest(
+                f"Cannot add multiple subscription items with the same price: {price['id']}",
+                param="items")
+        seen.add(price["id"])
+        if price["currency"] != sub["currency"]:
+            raise InvalidRequest("All prices on a subscription must have the same currency.",
+                                 param="items")
+        rec = price["recurring"]
+        if interval is not None and (rec["interval"], rec["interval_count"]) != interval:
+            raise InvalidRequest(
+                "Changing a subscription's billing interval is not supported by the local "
+                "Stripe emulator: all prices must keep `recurring.interval` and "
+                "`recurring.interval_count`.", param="items")
+
+    flexible = (sub.get("billing_mode") or {}).get("type") == "flexible"
+
+    def bill_removed_usage(item, old_price):
+        if not _is_metered(old_price) or not flexible or proration == "none":
+            return  # classic: usage before the change is not billed
+        start, end, billed = invoices.usage_window(sub, item, now)
+        if billed and start < end:
+            invoices.add_pending_line(ctx, sub, item["id"], old_price, (start, end))
+
+    for c in changes:
+        item = current.get(c["id"]) if c["id"] else None
+        if item is not None and c["deleted"]:
+            bill_removed_usage(item, store.get(item["price"], "price"))
+            store.delete(item["id"])
+            current.pop(item["id"])
+            continue
+        if item is not None:
+            old_price = store.get(item["price"], "price")
+            if c["price"] is not None and c["price"]["id"] != old_price["id"]:
+                bill_removed_usage(item, old_price)
+                item["price"] = c["price"]["id"]
+                if _is_metered(c["price"]):
+                    item["quantity"] = None
+                    item["_usage_start"] = now
+                else:
+                    item["quantity"] = 1 if c["quantity"] is None else c["quantity"]
+                    item.pop("_usage_start", None)
+            elif c["quantity"] is not None:
+                item["quantity"] = c["quantity"]
+            if c["metadata"] is not MISSING:
+                item["metadata"] = _merge_metadata(item.get("metadata"), c["metadata"])
+            store.save(item)
+            continue
+        price = c["price"]
+        metered = _is_metered(price)
+        item = fixtures.template("subscription_item")
+        item.update({"id": ids.new_id("si"), "created": now, "subscription": sub["id"],
+                     "price": price["id"],
+                     "quantity": None if metered else (
+                         1 if c["quantity"] is None else c["quantity"]),
+                     "metadata": _merge_metadata({}, c["metadata"])})
+        item["current_period_start"], item["current_period_end"] = period_at(store, sub, item, now)
+        if metered and now > item["current_period_start"]:
+            item["_usage_start"] = now
+        item["livemode"] = sub["livemode"]
+        store.insert(item, "subscription_item")
+
+
+def _merge_metadata(current, given) -> dict:
+    if given is MISSING:
+        return dict(current or {})
+    if given == "":
+        return {}
+    out = dict(current or {})
+    for key, value in given.items():
+        if value == "":
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 @route("/v1/subscriptions/<obj_id>", ["DELETE"], ("cancellation_details", "invoice_now",
                                                   "prorate"))
 def cancel(ctx, obj_id):
+    """Cancel now. invoice_now=true drafts a final invoice for the un-invoiced metered
+    usage (and pending lines); without it that usage is not billed. `prorate` credits
+    unused licensed time on Stripe; licensed prorations are not modeled here."""
     sub = _fetch_settled(ctx, obj_id)
     if sub["status"] == "canceled":
         raise InvalidRequest(f"The subscription {obj_id} is already canceled.",
                              param="id")
     details = ctx.dict("cancellation_details") or {}
-    ctx.bool("invoice_now")
+    invoice_now = bool(ctx.bool("invoice_now", default=False))
     ctx.bool("prorate")
     at = billing_cycle.customer_now(ctx.store, sub["customer"])
+    invoice = None
+    if invoice_now:
+        invoice = final_invoice(ctx, sub, at, CANCEL_NOW_BILLING_REASON)
+    else:
+        invoices.drop_pending_lines(ctx.store, sub["id"])
     sub = cancel_subscription(ctx, sub, at=at, reason="cancellation_requested",
                               comment=details.get("comment") or None,
                               feedback=details.get("feedback") or None)
     events.deleted(ctx, sub, at=at)
+    if invoice is not None:
+        events.emit(ctx, "invoice.created", invoice, created=at)
     return respond(ctx, sub)
 
 

@@ -187,11 +187,19 @@ def test_emulator_clock_customers_roll_once_whichever_way_time_moves(
     assert len(of_type(stripe_emulator, "invoice.finalized")) == 1
 
 
-def test_cancel_at_period_end_cancels_instead_of_rolling(client, clock, sub, stripe_emulator):
+def test_cancel_at_period_end_cancels_with_a_final_invoice(client, clock, sub, stripe_emulator):
+    # Stripe: "Any metered usage is charged for in a final invoice when the
+    # subscription cancels at the end of the billing period."
+    usage(client, sub, 30, T0 + 60)
     client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": True})
     stripe_emulator.advance_test_clock(clock.id, END + 60)
     got = client.v1.subscriptions.retrieve(sub.id)
     assert (got.status, got.canceled_at) == ("canceled", END)
-    assert stripe_emulator.invoices(customer=sub.customer) == []
+    [invoice] = stripe_emulator.invoices(customer=sub.customer)
+    assert (invoice["billing_reason"], invoice["period_start"], invoice["period_end"]) == (
+        "subscription_cycle", T0, END)
+    assert invoice["lines"]["data"][0]["quantity"] == 30
+    assert got.latest_invoice == invoice["id"]
     assert [e["created"] for e in of_type(stripe_emulator, "customer.subscription.deleted")] == [
         END]
+    assert of_type(stripe_emulator, "customer.subscription.updated")[-1]["created"] < END
