@@ -22,6 +22,9 @@ For tests, the demo and cross-process checks:
                                               paths=all); reset=true first restores the
                                               startup configuration
     GET  /_emulator/stats                     counters (reset=true: clear them)
+    POST /_emulator/subscriptions/<id>/status status=past_due|unpaid|incomplete_expired|active
+                                              (test-only: what failed payments would do;
+                                              emits customer.subscription.updated)
 
 Params come from the query string, a form body or a JSON body.
 """
@@ -69,6 +72,8 @@ class ControlApi:
             Rule("/_emulator/faults", methods=["GET"], endpoint="get_faults"),
             Rule("/_emulator/faults", methods=["POST"], endpoint="set_faults"),
             Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
+            Rule("/_emulator/subscriptions/<sub_id>/status", methods=["POST"],
+                 endpoint="subscription_status"),
         ])
 
     def handle(self, request: Request) -> Response:
@@ -205,6 +210,18 @@ class ControlApi:
         if _flag(params, "reset"):
             self.app.faults.reset_stats()
         return out
+
+    def do_subscription_status(self, params, sub_id):
+        from .resources.subscriptions import force_status
+
+        if not params.get("status"):
+            raise ControlError("Pass status=past_due, unpaid, incomplete_expired or active.")
+        try:
+            return force_status(self.store, sub_id, params["status"])
+        except LookupError as e:
+            raise ControlError(str(e), 404)
+        except ValueError as e:
+            raise ControlError(str(e))
 
     def do_settle(self, params):
         from . import billing_cycle

@@ -118,6 +118,14 @@ class StripeEmulator:
             raise stripe.StripeError(f"test clock {clock_id} is {clock.status}")
         return clock
 
+    def set_subscription_status(self, subscription_id: str, status: str) -> dict:
+        """Test-only: set a subscription's status to `past_due`, `unpaid`,
+        `incomplete_expired` (or back to `active`), as failed payments would on
+        Stripe, emitting `customer.subscription.updated`. Returns the stored object."""
+        from .resources.subscriptions import force_status
+
+        return force_status(self.store, subscription_id, status)
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Test clocks advanced and webhook deliveries (retries included) done."""
         return self.server.wait_idle(timeout)

@@ -708,3 +708,33 @@ def retrieve_item(ctx, obj_id):
     item = fetch(ctx, obj_id, "subscription_item", "subscription item")
     settle(ctx, fetch(ctx, item["subscription"], "subscription", "subscription"))
     return respond(ctx, ctx.store.get(obj_id, "subscription_item"))
+
+
+# --- test-only control (control.py, pytest_plugin.py) -----------------------------
+
+CONTROL_STATUSES = ("active", "past_due", "unpaid", "incomplete_expired")
+
+
+def force_status(store, sub_id: str, status: str) -> dict:
+    """Set a subscription's status as failed payments would (there are no payment
+    methods in the emulator), emitting `customer.subscription.updated`. Not a Stripe
+    API: a test control. `incomplete_expired` ends the subscription (`ended_at`)."""
+    if status not in CONTROL_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(CONTROL_STATUSES)}, got {status!r}")
+    sub = store.get(sub_id, "subscription")
+    if sub is None:
+        raise LookupError(f"No such subscription: {sub_id}")
+    billing_cycle.settle_customer(store, sub["customer"])
+    with store.transaction():
+        sub = store.get(sub_id, "subscription")
+        if sub["status"] in billing_cycle.CLOSED:
+            raise ValueError(f"The subscription {sub_id} is {sub['status']}.")
+        ctx = events.SystemCtx(store, bool(sub.get("livemode")))
+        at = billing_cycle.customer_now(store, sub["customer"])
+        before = copy.deepcopy(sub)
+        sub["status"] = status
+        if status == "incomplete_expired":
+            sub["ended_at"] = at
+        store.save(sub)
+        events.updated(ctx, before, sub, at=at)
+    return store.get(sub_id, "subscription")
