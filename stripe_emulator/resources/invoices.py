@@ -1,16 +1,24 @@
 """Invoices: /v1/invoices (retrieve, list, lines, finalize, pay).
 
-Invoices are made by the billing cycle (billing_cycle.py), one per
-subscription period that closes: `billing_reason: subscription_cycle`, a
-draft with `auto_advance: true` that finalizes itself one hour after it was
-created (`automatically_finalizes_at`, Stripe's default grace period).
+Invoices are made for subscriptions only (draft_for_subscription), all drafts
+with `auto_advance: true` that finalize themselves one hour after they were
+created (`automatically_finalizes_at`, Stripe's default grace period):
+
+* `subscription_cycle`: a period (or a trial) ended, or a scheduled
+  cancellation (`cancel_at`, `cancel_at_period_end`) was reached;
+* `subscription_update`: `billing_cycle_anchor=now`, `trial_end=now`,
+  `proration_behavior=always_invoice`, or a cancellation with `invoice_now`.
 
 Lines (dahlia shape: `parent.subscription_item_details`, `pricing.price_details`):
-one per subscription item. Metered items bill the period that closed, with
-the meter's aggregation of that customer's accepted events with
-`start <= timestamp < end`; licensed items bill the new period in advance, as
-Stripe does. While the invoice is a draft, metered quantities are computed
-when it is read, so late events for the closed period still count; at
+metered items bill their un-invoiced usage, the meter's aggregation of that
+customer's accepted events with `start <= timestamp < end` over the line's
+`period`: from the item's period start (or from when its metered price was
+added or replaced) up to the billed end; usage during a trial is not billed
+(quantity 0). Licensed items bill the new period in advance, as Stripe does.
+In flexible billing mode a removed or replaced metered price leaves a line
+(`proration: true`, an `ii_` invoice_item id) for its usage up to the change,
+put on the subscription's next invoice. While the invoice is a draft, metered
+quantities are computed when it is read, so late events still count; at
 finalization they are fixed.
 
 Amounts: quantity x `unit_amount_decimal` in Decimal, rounded per line to a

@@ -5,14 +5,21 @@
 
 Since 2025-03-31.basil the billing period lives on each item
 (`current_period_start`/`current_period_end`), not on the subscription.
-Periods are counted from `billing_cycle_anchor` (periods.py). They move on
-through the billing cycle (billing_cycle.py): each period end makes a draft
-invoice, sets `latest_invoice` and emits `customer.subscription.updated`,
-once, when the customer's time (its test clock, or the emulator clock)
-passes it; reads settle the customer first. No invoice is made when a
-subscription is created (Stripe makes one with `billing_reason:
-subscription_create`; the emulator leaves `latest_invoice` null until the
-first period closes).
+Periods are counted from `billing_cycle_anchor` (periods.py); during a trial
+the trial is the current period. They move on through the billing cycle
+(billing_cycle.py): each period end makes a draft invoice, sets
+`latest_invoice` and emits `customer.subscription.updated`, once, when the
+customer's time (its test clock, or the emulator clock) passes it; reads
+settle the customer first. No invoice is made when a subscription is created
+(Stripe makes one with `billing_reason: subscription_create`; the emulator
+leaves `latest_invoice` null until the first period closes).
+
+Updates: `items` (remove, replace a price keeping the item id, add),
+`proration_behavior`, `billing_cycle_anchor=now` and `trial_end` (`now` ends a
+trial) close the current period early with a `subscription_update` invoice;
+`billing_mode` (create only) decides whether a removed metered price's usage is
+billed (flexible) or not (classic). Cancel with `invoice_now` drafts a final
+invoice. What Stripe's docs leave open is listed in the README.
 """
 
 from __future__ import annotations
