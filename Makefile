@@ -46,9 +46,10 @@ admin-user: migrate
 run: migrate emulator
 	$(BIN)/python manage.py runserver $(PORT)
 
-# The browser tests drive Debian's chromium; install it when missing (as root).
+# The browser tests drive Debian's chromium; install it when missing (as root). Under a
+# lock, so that two `make test` runs at once wait for one install instead of failing.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@command -v chromium >/dev/null || flock /tmp/epsilon-apt.lock sh -c 'command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)'
 
 test: test-sqlite test-postgres
 

@@ -17,9 +17,10 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule, Task
 from djstripe.models import Price, Subscription
 
-from . import selectors
+from .services import targets as selectors
 from .models import PeriodReconciliation, UsageReport
-from .selectors import ReportTarget
+from .services.targets import ReportTarget
+from .services.totals import totals_by_meter
 from .services.periods import WINDOWS, AlignedPeriod
 from .services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
 from .usage_sources import UsageRequest, UsageSourceError, get_usage_source
@@ -124,7 +125,10 @@ class ItemUsage:
 def item_usages(*, customer_ids=None, subscription_ids=None, as_of=None, charts=False) -> list[ItemUsage]:
     """Usage, ledger and price of each metered item of these customers or subscriptions."""
     as_of = as_of or timezone.now()
-    targets = selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
+    targets = [
+        t for t in selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
+        if t.live and (subscription_ids is None or t.subscription_id in subscription_ids)
+    ]
     if not targets:
         return []
     previous = previous_periods(targets) if charts else {}
@@ -169,22 +173,14 @@ def usage_by(attribute: str, usages: list[ItemUsage]) -> dict[str, list[ItemUsag
 
 
 def fetch_totals(requests_by_meter) -> tuple[dict, dict]:
-    """One batched `totals()` call per meter; a failing meter fails only its own items."""
-    totals, errors = {}, {}
+    """One batched `totals()` call per meter and window; a failing meter fails only its own items."""
     if not requests_by_meter:
-        return totals, errors
+        return {}, {}
     try:
         source = get_usage_source()
     except UsageSourceError as exc:
-        return totals, {meter.id: f"usage source: {exc}" for meter in requests_by_meter}
-    for meter, requests in requests_by_meter.items():
-        try:
-            answers = source.totals(meter.source_meter_slug, meter.window_size, list(requests))
-        except UsageSourceError as exc:
-            errors[meter.id] = f"usage source {source.name}: {exc}"
-            continue
-        totals.update({(meter.id, request): total for request, total in answers.items()})
-    return totals, errors
+        return {}, {meter.id: f"usage source: {exc}" for meter in requests_by_meter}
+    return totals_by_meter(source, requests_by_meter)
 
 
 def _period_request(target: ReportTarget, as_of) -> UsageRequest:
@@ -193,7 +189,7 @@ def _period_request(target: ReportTarget, as_of) -> UsageRequest:
 
 
 def _key(target: ReportTarget):
-    return (target.subscription_item_id, target.meter.id, target.period.start)
+    return target.key
 
 
 def ledger_summaries(targets) -> dict[tuple, LedgerSummary]:
@@ -201,9 +197,10 @@ def ledger_summaries(targets) -> dict[tuple, LedgerSummary]:
     keys = {_key(t) for t in targets}
     grouped = (
         UsageReport.objects.filter(
-            subscription_item_id__in={k[0] for k in keys}, period_start__in={k[2] for k in keys}
+            meter_id__in={k[0] for k in keys}, customer_id__in={k[1] for k in keys},
+            billing_start__in={k[2] for k in keys},
         )
-        .values("subscription_item_id", "meter_id", "period_start")
+        .values("meter_id", "customer_id", "billing_start")
         .annotate(
             sent=Sum("value_sent", filter=UsageReport.COUNTS_TOWARD_TOTAL, default=Decimal(0)),
             reported_until=Max("usage_until", filter=REPORTED),
@@ -215,14 +212,14 @@ def ledger_summaries(targets) -> dict[tuple, LedgerSummary]:
     )
     summaries, latest = {}, Q(pk__in=[])
     for row in grouped:
-        key = (row["subscription_item_id"], row["meter_id"], row["period_start"])
+        key = (row["meter_id"], row["customer_id"], row["billing_start"])
         if key not in keys:
             continue
         summaries[key] = LedgerSummary(row["sent"], row["reported_until"], row["last_sent_at"], row["failed"])
-        latest |= Q(subscription_item_id=key[0], meter_id=key[1], period_start=key[2], sequence=row["last_sequence"])
+        latest |= Q(meter_id=key[0], customer_id=key[1], billing_start=key[2], sequence=row["last_sequence"])
     if summaries:
         for report in UsageReport.objects.filter(latest):
-            summaries[(report.subscription_item_id, report.meter_id, report.period_start)].last_report = report
+            summaries[(report.meter_id, report.customer_id, report.billing_start)].last_report = report
     return summaries
 
 
@@ -314,7 +311,7 @@ def previous_periods(targets) -> dict[str, AlignedPeriod]:
     for target in targets:
         row = (
             UsageReport.objects.filter(
-                subscription_item_id=target.subscription_item_id,
+                customer_id=target.customer_id,
                 meter=target.meter,
                 period_end__lte=target.period.start,
             )
@@ -470,8 +467,8 @@ def failure_groups(*, since) -> list[FailureGroup]:
 def latest_reports():
     """Each period's latest report: what the ledger stands at for that period now."""
     later = UsageReport.objects.filter(
-        subscription_item_id=OuterRef("subscription_item_id"), meter=OuterRef("meter"),
-        period_start=OuterRef("period_start"), sequence__gt=OuterRef("sequence"),
+        customer_id=OuterRef("customer_id"), meter=OuterRef("meter"),
+        billing_start=OuterRef("billing_start"), sequence__gt=OuterRef("sequence"),
     )
     return UsageReport.objects.filter(~Exists(later))
 

@@ -95,13 +95,18 @@ class ReportTrigger(models.TextChoices):
 
 class UsageReport(models.Model):
     """
-    One usage report for a subscription item, meter and window-aligned billing period.
+    One usage report of a customer on a meter, for one Stripe billing period.
 
-    A period may be reported several times as usage accrues: each row sends only the
-    difference between the source's period-to-date total and what earlier rows sent.
-    Rows of one (item, meter, period) are numbered by `sequence`; the database refuses
-    two rows with the same number and more than one row in flight, so two concurrent
-    runs can never both send the same usage.
+    The ledger counts what Stripe sums: meter events per (meter, customer), billed on
+    the invoice whose period contains their timestamp. A ledger period is one Stripe
+    billing period of that customer's item on that meter, known by its exact start
+    (`billing_start`), whatever item, price or window the rows were made with, so a
+    replaced item, a changed window size or a second run can never open the same usage
+    twice. A period may be reported several times as usage accrues: each row sends only
+    what its whole units add to earlier rows. Rows of one (meter, customer, period) are
+    numbered by `sequence`; the database refuses two rows with the same number and more
+    than one row in flight, so two concurrent runs can never both send the same usage.
+    The subscription, item and price a row was made for are kept for the audit.
     """
 
     Status = ReportStatus
@@ -119,11 +124,24 @@ class UsageReport(models.Model):
     source_meter_slug = models.SlugField(max_length=100)
     window_size = models.CharField(max_length=8, choices=WindowSize.choices)
 
+    billing_start = models.DateTimeField(
+        help_text="Start of Stripe's billing period of the item (UTC, exact): the ledger "
+        "period's identity."
+    )
+    billing_end = models.DateTimeField(
+        help_text="End of Stripe's billing period, or of the item's service when it ended "
+        "earlier (UTC, exclusive), as known when the report was made."
+    )
     period_start = models.DateTimeField(
-        help_text="Start of the window-aligned billing period (UTC, inclusive)."
+        help_text="Start of the usage counted (UTC, inclusive): the billing start rounded "
+        "down to the window, or to the minute where service began."
     )
     period_end = models.DateTimeField(
-        help_text="End of the window-aligned billing period (UTC, exclusive)."
+        help_text="End of the usage counted (UTC, exclusive): the billing end rounded down "
+        "to the window, or to the minute where service ended."
+    )
+    subject = models.CharField(
+        max_length=255, blank=True, help_text="The usage source's subject the total was read for."
     )
     usage_until = models.DateTimeField(
         help_text="Usage is counted from period start up to this window boundary "
@@ -139,10 +157,22 @@ class UsageReport(models.Model):
         help_text="The source's period-to-date usage total (empty when the source "
         "could not say).",
     )
+    usage_delta = models.DecimalField(
+        **USAGE_DECIMAL,
+        default=0,
+        help_text="How much this row's total adds to the period's previous counted total: "
+        "summed over a customer's rows, the usage the ledger has counted.",
+    )
+    carry_in = models.DecimalField(
+        **USAGE_DECIMAL,
+        default=0,
+        help_text="Usage of the customer's earlier periods not yet billed as a whole unit "
+        "(their fractions): added to this period's total before rounding down.",
+    )
     value_sent = models.DecimalField(
         **USAGE_DECIMAL,
-        help_text="Sent to Stripe as one meter event: the total in whole units minus "
-        "what earlier reports of this period sent (negative for a correction).",
+        help_text="Sent to Stripe as one meter event: carry plus total, in whole units, "
+        "minus what earlier reports of this period sent (negative for a correction).",
     )
     identifier = models.CharField(
         max_length=100,
@@ -165,16 +195,21 @@ class UsageReport(models.Model):
         indexes = [
             models.Index(fields=["status", "created"]),
             models.Index(fields=["customer", "period_start"]),
+            models.Index(fields=["meter", "customer", "billing_start"]),
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["subscription_item", "meter", "period_start", "sequence"],
+                fields=["meter", "customer", "billing_start", "sequence"],
                 name="usage_report_one_row_per_sequence",
             ),
             models.UniqueConstraint(
-                fields=["subscription_item", "meter", "period_start"],
+                fields=["meter", "customer", "billing_start"],
                 condition=Q(status=ReportStatus.PENDING),
                 name="usage_report_one_pending_per_period",
+            ),
+            models.CheckConstraint(
+                condition=Q(billing_end__gt=F("billing_start")),
+                name="usage_report_billing_period_not_empty",
             ),
             models.CheckConstraint(
                 condition=Q(period_end__gt=F("period_start")),
@@ -214,6 +249,30 @@ class UsageReport(models.Model):
 
     def get_stripe_dashboard_url(self) -> str:
         return stripe_dashboard.url_for(self.customer_id, self.livemode)
+
+
+class RemovedSubscriptionItem(models.Model):
+    """
+    A subscription item Stripe no longer lists on its subscription (replaced, removed).
+
+    dj-stripe never deletes such items from its mirror, so without this row a replaced
+    item would go on being reported beside its replacement and bill the usage twice.
+    Its usage is reported up to `removed_at`, and none after.
+    """
+
+    id = models.CharField("Stripe subscription item id", max_length=255, primary_key=True)
+    subscription_id = models.CharField(max_length=255)
+    removed_at = models.DateTimeField(
+        help_text="When Stripe removed the item: the change's event time, the creation "
+        "of the item that replaced it, or when the mirror first missed it."
+    )
+    detected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-removed_at"]
+
+    def __str__(self):
+        return f"{self.id} removed {self.removed_at:%Y-%m-%d %H:%M}"
 
 
 class PeriodReconciliation(models.Model):

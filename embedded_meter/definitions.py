@@ -19,7 +19,9 @@ DEFAULT_METERS = [
         "eventType": "epsilon.execution",
         "aggregation": "SUM",
         "valueProperty": "$.billed_seconds",
-        "windowSize": "HOUR",
+        # Minutes, as OpenMeter keeps usage: billing reads partial first and last windows
+        # (where service began or ended) by the minute, whole periods by the hour.
+        "windowSize": "MINUTE",
     }
 ]
 

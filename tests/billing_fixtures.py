@@ -22,11 +22,18 @@ class Billing:
         self.item_id = item.id
         self.customer_id = item.subscription.customer.id
         self.subscription_id = item.subscription.id
+        # The first period starts where service began (to the minute), as it is reported.
         self.period = AlignedPeriod.of(
             datetime.fromtimestamp(item.stripe_data["current_period_start"], UTC),
             datetime.fromtimestamp(item.stripe_data["current_period_end"], UTC),
             "HOUR",
+            service_starts=item.stripe_data["created"] >= item.stripe_data["current_period_start"],
         )
+
+    @property
+    def hour0(self) -> datetime:
+        """The hour the period began in: whole hours after it are the period's windows."""
+        return self.period.start.replace(minute=0)
 
     def run(self, as_of, **options):
         options.setdefault("trigger", UsageReport.Trigger.COMMAND)

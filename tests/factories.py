@@ -38,7 +38,10 @@ def make_report(meter: Meter, **overrides) -> UsageReport:
         "identifier": f"test-identifier-{sequence}",
         "trigger": UsageReport.Trigger.COMMAND,
     }
-    return UsageReport.objects.create(**{**fields, **overrides})
+    fields.update(overrides)
+    fields.setdefault("billing_start", fields["period_start"])
+    fields.setdefault("billing_end", fields["period_end"])
+    return UsageReport.objects.create(**fields)
 
 
 def execution(event_id: str, subject: str, moment: datetime, billed_seconds: int, source: str = "tests") -> dict:

@@ -95,9 +95,9 @@ def retry(client, reports):
 
 
 def failed_run(billing):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 8)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 8)
     billing.source.failing_meters["m1"] = "connection refused"
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     del billing.source.failing_meters["m1"]
     return UsageReport.objects.get(status="failed")
 
@@ -120,8 +120,8 @@ def test_retry_failed_reports_through_the_engine(admin_client, billing, source):
 
 
 def test_retry_leaves_rows_that_did_not_fail(admin_client, billing, source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 4)
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 4)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     sent = UsageReport.objects.get()
 
     response = retry(admin_client, [sent])
@@ -153,13 +153,13 @@ def test_retry_needs_the_report_permission(client, django_user_model, billing, s
 @pytest.fixture
 def drifted(billing, source):
     """Ten units reported, settled, then three more in Stripe from outside Epsilon."""
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     UsageReport.objects.update(updated=timezone.now() - timedelta(hours=1))  # settled
     stripe_api.get_client().v1.billing.meter_events.create({
         "event_name": "epsilon_execution_duration",
         "payload": {"stripe_customer_id": billing.customer_id, "value": "3"},
-        "timestamp": int((billing.period.start + HOUR).timestamp()),
+        "timestamp": int((billing.hour0 + HOUR).timestamp()),
     })
     return billing
 
@@ -217,9 +217,9 @@ def test_overview_counts_reports_per_hour_failures_by_reason_drift_and_the_sched
     rows = [("sent", ""), ("sent", ""), ("failed", "Stripe 400: too old"), ("failed", "Stripe 400: too old"), ("failed", "timeout")]
     for n, (status, error) in enumerate(rows, start=1):
         report = make_report(meter, sequence=n, identifier=f"r{n}", status=status, error=error,
-                             sent_at=now if status == "sent" else None, subscription_item_id=f"si_{n}")
+                             sent_at=now if status == "sent" else None, customer_id=f"cus_{n}")
         UsageReport.objects.filter(pk=report.pk).update(created=now - (HOUR if n <= 3 else 5 * HOUR))
-    old = make_report(meter, sequence=9, identifier="old", status="failed", error="ancient", subscription_item_id="si_old")
+    old = make_report(meter, sequence=9, identifier="old", status="failed", error="ancient", customer_id="cus_old")
     UsageReport.objects.filter(pk=old.pk).update(created=now - timedelta(days=3))
     PeriodReconciliation.objects.create(
         customer_id="cus_Drift", meter=meter, period_start=PERIOD_START, period_end=PERIOD_START + HOUR,

@@ -37,9 +37,9 @@ def figure(html, name):
 
 
 def test_customer_page_shows_usage_stripe_total_estimate_and_next_run(admin_client, billing, source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 40)
-    billing.run(as_of=billing.period.start + 3 * HOUR)
-    billing.source.add(billing.customer_id, billing.period.start + 5 * HOUR, "2.75")  # not reported yet
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 40)
+    billing.run(as_of=billing.hour0 + 3 * HOUR)
+    billing.source.add(billing.customer_id, billing.hour0 + 5 * HOUR, "2.75")  # not reported yet
     schedule, _ = ensure_report_schedule()
     Schedule.objects.filter(pk=schedule.pk).update(next_run=timezone.now().replace(year=2031, month=1, day=2, hour=3, minute=4))
 
@@ -55,8 +55,8 @@ def test_customer_page_shows_usage_stripe_total_estimate_and_next_run(admin_clie
 
 
 def test_chart_draws_one_bar_per_day_of_the_current_period(admin_client, billing, source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 30)
-    billing.source.add(billing.customer_id, billing.period.start + 26 * HOUR, 15)  # the second day
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 30)
+    billing.source.add(billing.customer_id, billing.hour0 + 26 * HOUR, 15)  # the second day
 
     response = change_page(admin_client, "subscription", Subscription.objects.get())
     html = response.content.decode()
@@ -109,9 +109,9 @@ def test_a_failing_source_is_shown_not_hidden(admin_client, billing, source):
 
 
 def test_a_failed_report_is_flagged_on_the_page_and_in_the_list(admin_client, billing, source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 5)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 5)
     billing.source.failing_meters["m1"] = "connection refused"
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     del billing.source.failing_meters["m1"]
 
     detail = change_page(admin_client, "customer", Customer.objects.get()).content.decode()
@@ -151,7 +151,7 @@ def test_staff_without_the_permission_see_usage_but_no_report_button(client, dja
 
 
 def test_the_change_page_button_confirms_then_reports_and_comes_back(admin_client, billing, source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 6)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 6)
     customer = Customer.objects.get()
     url = reverse("admin:djstripe_customer_report_usage", args=[customer.pk])
 

@@ -21,7 +21,7 @@ def test_an_unknown_source_meter_slug_fails_its_reports_clearly(billing):
     Meter.objects.update(source_meter_slug="no-such-meter")
     billing.source = EmbeddedUsageSource()
 
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
 
     assert outcome.status == "failed"
     assert "usage source embedded" in outcome.error and "no-such-meter" in outcome.error
@@ -30,9 +30,9 @@ def test_an_unknown_source_meter_slug_fails_its_reports_clearly(billing):
 
 
 def test_the_embedded_meter_reports_what_was_ingested(billing):
-    meter_services.ingest_events([execution("e1", billing.customer_id, billing.period.start + HOUR, 11)])
+    meter_services.ingest_events([execution("e1", billing.customer_id, billing.hour0 + HOUR, 11)])
     billing.source = EmbeddedUsageSource()
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     assert billing.stripe_total() == Decimal(11)
 
 
@@ -52,7 +52,7 @@ def test_openmeter_down_fails_the_run_clearly_and_loses_nothing(billing, respons
         http.route(host="127.0.0.1").pass_through()  # the Stripe emulator
         route = http.get(url__startswith="https://openmeter.example.com/api/v1/meters/m1/query")
         route.side_effect = [response, response]
-        [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+        [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
 
         assert outcome.status == "failed" and message in outcome.error
         assert billing.stripe_events() == []
@@ -60,12 +60,12 @@ def test_openmeter_down_fails_the_run_clearly_and_loses_nothing(billing, respons
         # OpenMeter is back: the usage is reported, once.
         route.side_effect = None
         route.return_value = httpx.Response(200, json={
-            "from": billing.period.start.isoformat(), "to": (billing.period.start + 2 * HOUR).isoformat(),
+            "from": billing.hour0.isoformat(), "to": (billing.hour0 + 2 * HOUR).isoformat(),
             "windowSize": None,
-            "data": [{"value": 7, "windowStart": billing.period.start.isoformat(),
-                      "windowEnd": (billing.period.start + 2 * HOUR).isoformat(),
+            "data": [{"value": 7, "windowStart": billing.hour0.isoformat(),
+                      "windowEnd": (billing.hour0 + 2 * HOUR).isoformat(),
                       "subject": billing.customer_id, "groupBy": {}}],
         })
-        billing.run(as_of=billing.period.start + 2 * HOUR)
+        billing.run(as_of=billing.hour0 + 2 * HOUR)
 
     assert billing.stripe_total() == Decimal(7)

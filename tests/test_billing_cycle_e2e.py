@@ -33,6 +33,7 @@ def period_of(subscription):
         datetime.fromtimestamp(item["current_period_start"], UTC),
         datetime.fromtimestamp(item["current_period_end"], UTC),
         "HOUR",
+        service_starts=item["created"] >= item["current_period_start"],  # where service began
     )
 
 

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 @pytest.mark.parametrize("broker", ["orm", "redis"])
 def test_qcluster_runs_the_reporting_schedule(postgres_only, billing, broker, monkeypatch):
-    meter_services.ingest_events([execution("scheduled-1", billing.customer_id, billing.period.start + timedelta(hours=1), 9)])
+    meter_services.ingest_events([execution("scheduled-1", billing.customer_id, billing.hour0 + timedelta(hours=1), 9)])
     schedule, _ = ensure_report_schedule()
     schedule.next_run = timezone.now() - timedelta(seconds=1)
     schedule.save()

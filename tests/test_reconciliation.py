@@ -19,8 +19,8 @@ HOUR = timedelta(hours=1)
 @pytest.fixture
 def reported(billing):
     """Ten units reported for the current period, settled long enough to be checked."""
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
     return billing
 
 
@@ -35,7 +35,7 @@ def test_agreement_is_recorded_with_all_three_totals(reported):
 
 
 def test_unreported_usage_is_not_drift(reported):
-    reported.source.add(reported.customer_id, reported.period.start + timedelta(minutes=90), 4)  # late
+    reported.source.add(reported.customer_id, reported.hour0 + timedelta(minutes=90), 4)  # late
     [result] = check(reported)
     assert result.status == "ok" and result.unreported_units == Decimal(4)
 
@@ -45,7 +45,7 @@ def lose_in_stripe(billing, value):
     stripe_api.get_client().v1.billing.meter_events.create({
         "event_name": "epsilon_execution_duration",
         "payload": {"stripe_customer_id": billing.customer_id, "value": str(value)},
-        "timestamp": int((billing.period.start + HOUR).timestamp()),
+        "timestamp": int((billing.hour0 + HOUR).timestamp()),
     })
 
 
@@ -63,7 +63,7 @@ def test_drift_is_found_and_corrected_with_a_compensating_event(reported):
     [after] = check(reported)
     assert after.status == "ok"
     # The correction is not usage: the next report still sends nothing new.
-    [outcome] = reported.run(as_of=reported.period.start + 2 * HOUR).outcomes
+    [outcome] = reported.run(as_of=reported.hour0 + 2 * HOUR).outcomes
     assert outcome.status == "skipped" and reported.stripe_total() == Decimal(10)
 
 

@@ -37,23 +37,23 @@ def run_command(*args):
 
 
 def test_command_prints_the_original_line_per_report_then_a_summary(billing, recorded_source):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, "10.25")
     until = start + 3 * HOUR + timedelta(minutes=7)
 
     lines = run_command("--until", until.isoformat())
 
     price_id = UsageReport.objects.get().price_id
-    expected = LINE.format(customer=billing.customer_id, price=price_id, total="10.250000", start=start, until=start + 3 * HOUR)
+    expected = LINE.format(customer=billing.customer_id, price=price_id, total="10.250000", start=billing.period.start, until=start + 3 * HOUR)
     assert lines[0] == expected + ", value: +10, status: sent"
     assert lines[1] == "1 report(s): 1 sent; +10 unit(s) sent to Stripe."
     assert billing.stripe_total() == Decimal(10)
 
 
 def test_dry_run_prints_and_changes_nothing(billing, recorded_source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 4)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 4)
 
-    lines = run_command("--dry-run", "--until", (billing.period.start + 2 * HOUR).isoformat())
+    lines = run_command("--dry-run", "--until", (billing.hour0 + 2 * HOUR).isoformat())
 
     assert lines[0].endswith("value: +4, status: dry-run")
     assert lines[1].startswith("Dry run, nothing written or sent: 1 report(s)")
@@ -61,20 +61,20 @@ def test_dry_run_prints_and_changes_nothing(billing, recorded_source):
 
 
 def test_until_without_offset_is_utc_and_garbage_is_refused(billing, recorded_source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 4)
-    naive = (billing.period.start + 2 * HOUR).replace(tzinfo=None).isoformat()
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 4)
+    naive = (billing.hour0 + 2 * HOUR).replace(tzinfo=None).isoformat()
     run_command("--until", naive)
-    assert UsageReport.objects.get().usage_until == billing.period.start + 2 * HOUR
+    assert UsageReport.objects.get().usage_until == billing.hour0 + 2 * HOUR
 
     with pytest.raises(CommandError, match="--until 'yesterday' is not a date and time"):
         run_command("--until", "yesterday")
 
 
 def test_one_customer_only(billing, recorded_source):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 4)
-    lines = run_command("--customer", "cus_SomebodyElse0000", "--until", (billing.period.start + 2 * HOUR).isoformat())
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 4)
+    lines = run_command("--customer", "cus_SomebodyElse0000", "--until", (billing.hour0 + 2 * HOUR).isoformat())
     assert lines == ["0 report(s): nothing to report; +0 unit(s) sent to Stripe."]
-    run_command("--customer", billing.customer_id, "--until", (billing.period.start + 2 * HOUR).isoformat())
+    run_command("--customer", billing.customer_id, "--until", (billing.hour0 + 2 * HOUR).isoformat())
     assert billing.stripe_total() == Decimal(4)
 
 
@@ -82,7 +82,7 @@ def test_a_failed_report_makes_the_command_fail_after_reporting_the_rest(billing
     billing.source.failing_meters["m1"] = "connection refused"
     out = StringIO()
     with pytest.raises(CommandError, match="1 report\\(s\\) did not reach Stripe"):
-        call_command("report_usage", "--until", (billing.period.start + 2 * HOUR).isoformat(), stdout=out)
+        call_command("report_usage", "--until", (billing.hour0 + 2 * HOUR).isoformat(), stdout=out)
     assert "status: failed, error: usage source recorded: connection refused" in out.getvalue()
 
 
@@ -108,7 +108,7 @@ def action_post(pk, **extra):
 @pytest.mark.parametrize("model", ["customer", "subscription"])
 def test_admin_action_asks_for_confirmation_then_reports(client, django_user_model, billing, recorded_source, model):
     client.force_login(staff_user(django_user_model, may_report=True))
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 6)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 6)
     obj = (Customer if model == "customer" else Subscription).objects.get()
 
     confirm = client.post(changelist(model), action_post(obj.pk))

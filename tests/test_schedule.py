@@ -41,7 +41,7 @@ def test_epsilon_setup_creates_the_schedule_with_the_configured_interval(stripe_
 
 
 def test_the_scheduled_task_reports_with_the_schedule_trigger(billing):
-    billing.source.add(billing.customer_id, billing.period.start + timedelta(hours=1), 5)
+    billing.source.add(billing.customer_id, billing.hour0 + timedelta(hours=1), 5)
     with mock.patch.object(usage_reporting, "get_usage_source", return_value=billing.source):
         summary = report_usage_on_schedule()
     assert summary == "1 report(s): 1 sent; +5 unit(s) sent to Stripe."

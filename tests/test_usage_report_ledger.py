@@ -36,9 +36,15 @@ def test_only_one_report_of_a_period_may_be_in_flight(meter):
     assert make_report(meter, sequence=2, status="pending").pk
 
 
-def test_pending_reports_of_other_periods_or_items_are_independent(meter):
+def test_a_second_item_of_the_same_customer_meter_and_period_is_the_same_ledger_period(meter):
+    # Stripe sums by customer and meter: another item cannot open the usage again.
     make_report(meter, sequence=1)
-    make_report(meter, sequence=1, identifier="other-item", subscription_item_id="si_Other")
+    assert_refused(meter=meter, sequence=1, identifier="other-item", subscription_item_id="si_Other")
+
+
+def test_pending_reports_of_other_customers_or_periods_are_independent(meter):
+    make_report(meter, sequence=1)
+    make_report(meter, sequence=1, identifier="other-customer", customer_id="cus_Other")
     make_report(
         meter,
         sequence=1,

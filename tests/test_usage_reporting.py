@@ -12,7 +12,7 @@ import pytest
 
 from billing import stripe_api
 from billing.models import UsageReport
-from billing.services import usage_reporting
+from billing.services import ledger, usage_reporting
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -28,17 +28,17 @@ def test_usage_is_reported_up_to_the_last_whole_window(billing):
 
     [outcome] = result.outcomes
     assert outcome.status == "sent"
-    assert outcome.usage_until == billing.period.start + 3 * HOUR  # 16:00
+    assert outcome.usage_until == billing.hour0 + 3 * HOUR  # 16:00
     assert outcome.value == Decimal(12)
     assert billing.stripe_total() == Decimal(12)
     [event] = billing.stripe_events()
     # Stamped inside both the usage it covers and Stripe's own billing period.
-    assert event["timestamp"] == int((billing.period.start + 3 * HOUR).timestamp()) - 1
+    assert event["timestamp"] == int((billing.hour0 + 3 * HOUR).timestamp()) - 1
     assert event["timestamp"] >= int(billing.period.billing_start.timestamp())
 
 
 def test_repeated_runs_send_each_unit_once(billing):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
     as_of = start + 5 * HOUR
 
@@ -56,7 +56,7 @@ def test_repeated_runs_send_each_unit_once(billing):
 
 
 def test_growing_usage_sends_only_the_difference(billing):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
     billing.run(as_of=start + 3 * HOUR)
     billing.source.add(billing.customer_id, start + 3 * HOUR, 4)
@@ -70,7 +70,7 @@ def test_growing_usage_sends_only_the_difference(billing):
 
 
 def test_late_events_are_picked_up_by_the_next_run(billing):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
     billing.run(as_of=start + 3 * HOUR)
     # An event from an already reported window arrives late.
@@ -82,7 +82,7 @@ def test_late_events_are_picked_up_by_the_next_run(billing):
 
 
 def test_a_smaller_total_sends_a_negative_correction(billing):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.overrides[billing.customer_id] = Decimal(25)
     billing.run(as_of=start + 2 * HOUR)
     billing.source.overrides[billing.customer_id] = Decimal(21)  # the source corrected itself
@@ -95,7 +95,7 @@ def test_a_smaller_total_sends_a_negative_correction(billing):
 
 
 def test_fractions_are_sent_in_whole_units_without_loss_over_runs(billing):
-    start = billing.period.start
+    start = billing.hour0
     for hour in range(1, 4):
         billing.source.add(billing.customer_id, start + hour * HOUR, "0.6")
     billing.run(as_of=start + 2 * HOUR)  # 0.6 -> 0 whole units
@@ -135,7 +135,7 @@ def test_the_period_is_reported_up_to_its_aligned_end_and_the_rest_goes_to_the_n
 
 def test_a_period_whose_timestamp_stripe_would_refuse_fails_clearly(billing):
     # A report for usage whose meter event would be stamped in the future.
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 3)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 3)
     future = datetime.now(UTC) + timedelta(hours=3)
 
     [outcome] = billing.run(as_of=future).outcomes
@@ -146,9 +146,9 @@ def test_a_period_whose_timestamp_stripe_would_refuse_fails_clearly(billing):
 
 
 def test_dry_run_writes_and_sends_nothing(billing):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 9)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 9)
 
-    result = billing.run(as_of=billing.period.start + 3 * HOUR, dry_run=True)
+    result = billing.run(as_of=billing.hour0 + 3 * HOUR, dry_run=True)
 
     assert [(o.status, o.value) for o in result.outcomes] == [("dry-run", Decimal(9))]
     assert not UsageReport.objects.exists()
@@ -156,7 +156,7 @@ def test_dry_run_writes_and_sends_nothing(billing):
 
 
 def test_a_run_that_died_before_calling_stripe_is_resent_once(billing, settings):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
 
     class ProcessKilled(BaseException):
@@ -188,13 +188,13 @@ def test_a_run_that_died_before_calling_stripe_is_resent_once(billing, settings)
 
 
 def test_a_run_that_died_after_stripe_recorded_the_event_is_not_counted_twice(billing, settings):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
 
     class ProcessKilled(BaseException):
         pass
 
-    with mock.patch.object(usage_reporting, "_settle", side_effect=ProcessKilled):
+    with mock.patch.object(ledger, "settle", side_effect=ProcessKilled):
         with pytest.raises(ProcessKilled):
             billing.run(as_of=start + 3 * HOUR)
     assert UsageReport.objects.get().status == "pending"
@@ -210,7 +210,7 @@ def test_a_run_that_died_after_stripe_recorded_the_event_is_not_counted_twice(bi
 
 
 def test_a_source_failure_fails_its_reports_and_keeps_the_usage_for_later(billing):
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10)
     billing.source.failing_meters["m1"] = "OpenMeter is down"
 
@@ -233,14 +233,14 @@ def test_a_source_failure_fails_its_reports_and_keeps_the_usage_for_later(billin
 )
 def test_bad_totals_from_the_source_are_refused(billing, bad_total, message):
     billing.source.overrides[billing.customer_id] = bad_total
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
     assert outcome.status == "failed" and message in outcome.error
     assert billing.stripe_events() == []
 
 
 def test_a_customer_without_a_subject_mapping_gets_a_clear_failed_row(billing, settings):
     settings.EPSILON = {**settings.EPSILON, "SUBJECT_METADATA_KEY": "openmeter_subject"}
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
     assert outcome.status == "failed"
     assert "has no usage subject: its metadata has no 'openmeter_subject'" in outcome.error
     assert UsageReport.objects.get().error == outcome.error
@@ -253,18 +253,18 @@ def test_the_subject_comes_from_customer_metadata_when_configured(billing, setti
     from billing.services import stripe_sync
 
     stripe_sync.sync_customer(customer)
-    billing.source.add("tenant-42", billing.period.start + HOUR, 6)
+    billing.source.add("tenant-42", billing.hour0 + HOUR, 6)
 
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
 
     assert billing.stripe_total() == Decimal(6)
 
 
 def test_stripe_refusing_an_event_fails_that_report(billing):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
     billing.emulator.server.app.revoked_keys.add(billing.emulator.api_key)
 
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
 
     assert outcome.status == "failed"
     assert "AuthenticationError" in outcome.error and "HTTP 401" in outcome.error
@@ -291,17 +291,17 @@ def fail_meter_events(emulator, times: int, *, after_recording: bool):
 @pytest.mark.parametrize("after_recording", [False, True], ids=["not-recorded", "answer-lost"])
 def test_an_uncertain_stripe_answer_stays_pending_and_is_resent_once(billing, settings, after_recording):
     settings.EPSILON = {**settings.EPSILON, "STRIPE_MAX_ATTEMPTS": 1}
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
     fail_meter_events(billing.emulator, 1, after_recording=after_recording)
 
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
 
     assert outcome.status == "pending"
     assert "outcome unknown after 1 attempt(s), will resend" in outcome.error and "HTTP 500" in outcome.error
     assert billing.stripe_total() == (Decimal(10) if after_recording else 0)
 
     settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
-    billing.run(as_of=billing.period.start + 2 * HOUR)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
 
     assert billing.stripe_total() == Decimal(10)
     report = UsageReport.objects.get(sequence=1)
@@ -310,10 +310,10 @@ def test_an_uncertain_stripe_answer_stays_pending_and_is_resent_once(billing, se
 
 @pytest.mark.parametrize("after_recording", [False, True], ids=["not-recorded", "answer-lost"])
 def test_retries_use_a_key_per_attempt_count_once_and_show_in_the_ledger(billing, after_recording):
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
     fail_meter_events(billing.emulator, 2, after_recording=after_recording)
 
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
 
     assert outcome.status == "sent"
     assert billing.stripe_total() == Decimal(10)
@@ -343,7 +343,7 @@ def test_several_metered_items_and_meters_on_one_customer(billing):
     second = client.subscriptions.create({"customer": billing.customer_id, "items": [{"price": price2.id}]})
     billing.emulator.set_time(real_now, freeze=False)
     stripe_sync.sync_subscription(second)
-    start = billing.period.start
+    start = billing.hour0
     billing.source.add(billing.customer_id, start + HOUR, 10, meter_slug="m1")
     billing.source.add(billing.customer_id, start + HOUR, 1000, meter_slug="m2")
     billing.source.add(billing.customer_id, datetime.now(UTC) - 2 * HOUR, 7, meter_slug="m2")
@@ -360,11 +360,11 @@ def test_several_metered_items_and_meters_on_one_customer(billing):
 
 def test_large_runs_go_through_the_v2_stream_exactly_once(billing, settings):
     settings.EPSILON = {**settings.EPSILON, "STRIPE_METER_EVENT_API": "auto", "STRIPE_STREAM_THRESHOLD": 1}
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 10)
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
 
-    [outcome] = billing.run(as_of=billing.period.start + 2 * HOUR).outcomes
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 5)
-    [again] = billing.run(as_of=billing.period.start + 3 * HOUR).outcomes
+    [outcome] = billing.run(as_of=billing.hour0 + 2 * HOUR).outcomes
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 5)
+    [again] = billing.run(as_of=billing.hour0 + 3 * HOUR).outcomes
 
     assert (outcome.status, again.status, again.value) == ("sent", "sent", Decimal(5))
     assert billing.stripe_total() == Decimal(15)

@@ -8,7 +8,7 @@ period ending at 13:45 is reported up to 13:00 and its 13:00-13:45 usage falls i
 next period, which starts at 13:00.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 WINDOWS = {
@@ -45,23 +45,67 @@ def floor_to_window(moment: datetime, window_size: str) -> datetime:
 
 @dataclass(frozen=True)
 class AlignedPeriod:
-    """A billing period as Stripe has it, and as it is reported: rounded to windows."""
+    """
+    A billing period as Stripe has it, and the span of usage it is reported for.
+
+    Where a period rolls over into the next one of the same service, its bound is
+    rounded down to the meter's window (the rest belongs to the next period). Where
+    service begins or ends inside a period (a subscription or item starts, is replaced,
+    removed or cancelled), there is no neighbour to take the rest: the bound is rounded
+    down to the minute, the finest a usage source keeps, so neither usage from before
+    the service began nor the last partial window before it ended is misplaced.
+    """
 
     billing_start: datetime
     billing_end: datetime
     start: datetime
     end: datetime
     window_size: str
+    service_starts: bool = False
+    service_ends: bool = False
 
     @classmethod
-    def of(cls, billing_start: datetime, billing_end: datetime, window_size: str) -> "AlignedPeriod":
+    def of(
+        cls, billing_start: datetime, billing_end: datetime, window_size: str, *,
+        service_starts: bool = False, service_ends: bool = False,
+    ) -> "AlignedPeriod":
         return cls(
             billing_start=billing_start.astimezone(UTC),
             billing_end=billing_end.astimezone(UTC),
-            start=floor_to_window(billing_start, window_size),
-            end=floor_to_window(billing_end, window_size),
+            start=floor_to_window(billing_start, "MINUTE" if service_starts else window_size),
+            end=floor_to_window(billing_end, "MINUTE" if service_ends else window_size),
             window_size=window_size.upper(),
+            service_starts=service_starts,
+            service_ends=service_ends,
         )
+
+    @classmethod
+    def recorded(cls, billing_start, billing_end, start, end, window_size) -> "AlignedPeriod":
+        """A period as a ledger row recorded it (bounds off the window mark service)."""
+        return cls(
+            billing_start, billing_end, start, end, window_size,
+            service_starts=start != floor_to_window(billing_start, window_size),
+            service_ends=end != floor_to_window(billing_end, window_size),
+        )
+
+    def in_windows(self, window_size: str) -> "AlignedPeriod":
+        """The same billing period, counted in other windows."""
+        return AlignedPeriod.of(
+            self.billing_start, self.billing_end, window_size,
+            service_starts=self.service_starts, service_ends=self.service_ends,
+        )
+
+    def ending(self, billing_end: datetime, *, service_ends: bool = False) -> "AlignedPeriod":
+        """This period, ending earlier (an anchor reset, a replacement, a cancellation)."""
+        end = floor_to_window(billing_end, "MINUTE" if service_ends else self.window_size)
+        return replace(
+            self, billing_end=billing_end.astimezone(UTC), end=max(self.start, end), service_ends=service_ends
+        )
+
+    def query_window(self, usage_until: datetime) -> str:
+        """The coarsest window [start, usage_until) is made of: the meter's, or minutes."""
+        aligned = all(floor_to_window(t, self.window_size) == t for t in (self.start, usage_until))
+        return self.window_size if aligned else "MINUTE"
 
     @property
     def is_empty(self) -> bool:
@@ -70,6 +114,8 @@ class AlignedPeriod:
 
     def usage_until(self, as_of: datetime) -> datetime:
         """Usage is counted up to the last whole window before `as_of`, within the period."""
+        if as_of >= self.billing_end:
+            return self.end
         return max(self.start, min(self.end, floor_to_window(as_of, self.window_size)))
 
     def event_timestamp(self, usage_until: datetime) -> datetime:

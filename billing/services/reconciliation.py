@@ -18,11 +18,14 @@ from django.db.models import Max, Q, Sum
 from django.utils import timezone
 from djstripe.models import Customer
 
-from .. import selectors, stripe_api
+from .. import stripe_api
 from ..models import Meter, PeriodReconciliation, UsageReport
-from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
+from ..usage_sources import UsageRequest, get_usage_source
+from . import targets
+from .totals import totals_by_meter
 from .periods import STRIPE_TIMESTAMP_MAX_AGE
-from .usage_reporting import new_report_row, send_report
+from . import ledger
+from .send import send_reports
 
 Status = PeriodReconciliation.Status
 # Stripe's summaries lag behind the meter events they count.
@@ -89,14 +92,12 @@ def _source_totals(source, periods):
         if subjects.get(period.customer_id):
             request = UsageRequest(subjects[period.customer_id], period.period_start, period.usage_until)
             requests[period.meter][period] = request
-    totals, errors = {}, {}
-    for meter, by_period in requests.items():
-        try:
-            answers = source.totals(meter.source_meter_slug, meter.window_size, list(set(by_period.values())))
-        except UsageSourceError as exc:
-            errors[meter.id] = f"usage source {source.name}: {exc}"
-            continue
-        totals.update({period: answers.get(request) for period, request in by_period.items()})
+    answers, errors = totals_by_meter(source, {meter: set(by_period.values()) for meter, by_period in requests.items()})
+    totals = {
+        period: answers.get((meter.id, request))
+        for meter, by_period in requests.items() if meter.id not in errors
+        for period, request in by_period.items()
+    }
     return totals, errors
 
 
@@ -105,8 +106,8 @@ def _subjects(customer_ids) -> dict[str, str | None]:
     subjects = {}
     for customer_id in customer_ids:
         try:
-            subjects[customer_id] = selectors.subject_for(customer_id, metadata.get(customer_id))
-        except selectors.SubjectMappingError:
+            subjects[customer_id] = targets.subject_for(customer_id, metadata.get(customer_id))
+        except targets.SubjectMappingError:
             subjects[customer_id] = None
     return subjects
 
@@ -156,25 +157,18 @@ def _next_minute(moment):
 
 def _correct(result: PeriodReconciliation, period: LedgerPeriod, client) -> None:
     """Send the compensating event: Stripe minus drift equals what the ledger sent."""
-    with transaction.atomic():
-        rows = list(
-            UsageReport.objects.select_for_update()
-            .filter(customer_id=period.customer_id, meter=period.meter, period_start=period.period_start)
-            .order_by("sequence")
-        )
-        anchor = next((r for r in reversed(rows) if r.counts_toward_total), None)
-        if anchor is None or any(r.status == UsageReport.Status.PENDING for r in rows):
-            return
-        sequence = rows[-1].sequence + 1
-        correction = new_report_row(
-            selectors.target_of_report(anchor), anchor.usage_until, None,
-            -result.drift.to_integral_value(rounding=ROUND_DOWN),
-            UsageReport.Status.PENDING, UsageReport.Trigger.RECONCILE, sequence,
-        )
-        # Stamped where the period's own events are, so Stripe counts it in that period.
-        correction.event_timestamp = anchor.event_timestamp
-        correction.save()
-    send_report(correction, client)
+    anchor = (
+        UsageReport.objects.filter(UsageReport.COUNTS_TOWARD_TOTAL, customer_id=period.customer_id,
+                                   meter=period.meter, period_start=period.period_start)
+        .select_related("meter").order_by("-sequence").first()
+    )
+    if anchor is None:
+        return
+    try:
+        correction = ledger.correction(anchor, -ledger.whole_units(result.drift))
+    except ledger.InFlight:
+        return
+    send_reports([correction], client)
     result.correction = correction
     if correction.status == UsageReport.Status.SENT:
         result.status = Status.CORRECTED

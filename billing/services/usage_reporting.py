@@ -1,43 +1,44 @@
 """
-Report metered usage to Stripe exactly once.
+Report metered usage to Stripe exactly once: the reporting run, as a pipeline.
 
-Stripe no longer has `action=set`, so the guarantee is ours. For each metered
-subscription item and window-aligned billing period, a run:
+Stripe no longer has `action=set`, so the guarantee is ours. A run:
 
-1. reads the period-to-date total from the usage source (one batched query per meter);
-2. in one transaction, compares it with what the ledger says was sent and writes a
-   `pending` UsageReport for the difference, numbered by `sequence` (the database
-   refuses a second row with that number, or a second row in flight);
-3. sends the difference as one meter event whose `identifier` (and Idempotency-Key)
-   is derived from the row, so a retry within Stripe's 24-hour dedupe window cannot
-   count twice;
-4. marks the row `sent`, or `failed` when Stripe refused it for certain.
+1. **targets** (targets.py): which (meter, customer) billing periods are owed: each
+   customer's one live item per meter in its current period, final periods of ended
+   service, unfinished ledger periods; two live items on one meter are a conflict;
+2. **totals** (totals.py): the period-to-date total of each, one batched source query
+   per meter and window size;
+3. **ledger** (ledger.py): in one transaction, a `pending` row per period for what its
+   whole units add (with the fraction earlier periods left over), numbered by
+   `sequence` (the database refuses a second row with that number, or in flight);
+4. **send** (send.py): one meter event per row, whose `identifier` is derived from the
+   row, so a retry within Stripe's 24-hour dedupe window cannot count twice;
+5. **settle** (ledger.settle): each row `sent`, or `failed` when Stripe refused it for
+   certain; uncertain outcomes (timeouts, 5xx, 429 after retries) stay `pending`.
 
-A run that dies between 2 and 4 leaves a `pending` row; the next run resends that very
-event (same identifier) instead of computing a new one. Outcomes that are not certain
-(timeouts, 5xx, 429 after retries) also stay `pending` and are resent the same way.
+A run that dies between 3 and 5 leaves `pending` rows; the next run resends those very
+events (same identifiers) instead of computing new ones.
 """
 
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
-from hashlib import sha256
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import stripe
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
 
-from .. import selectors, stripe_api
+from .. import stripe_api
 from ..models import UsageReport
-from ..selectors import ReportTarget
-from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
-from . import stripe_sync
-from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStreamSender
-from .periods import timestamp_rejection
+from ..usage_sources import get_usage_source
+from . import ledger, stripe_sync, targets as targets_step
+from .ledger import InFlight
+from .send import send_reports
+from .targets import ReportTarget
+from .totals import fetch_totals, invalid_total
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,11 @@ Status = UsageReport.Status
 # Outcomes that leave no row of their own.
 DRY_RUN = "dry-run"
 IN_FLIGHT = "in-flight"
-STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
-# Resend a pending event only well inside Stripe's dedupe window.
-SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
-IDENTIFIER_MAX_LENGTH = 100
 
 
 @dataclass
 class ReportOutcome:
-    """What one run did for one item and period; printed one line each."""
+    """What one run did for one customer, meter and period; printed one line each."""
 
     target: ReportTarget
     usage_until: datetime
@@ -74,7 +71,7 @@ class ReportOutcome:
         total = "unknown" if self.usage_total is None else f"{self.usage_total:.6f}"
         text = (
             f"stripe_customer: {self.target.customer_id}, stripe_price: {self.target.price_id}, "
-            f"meter: {self.target.meter.source_meter_slug}, total_usage: {total}, "
+            f"meter: {self.target.source_meter_slug or self.target.meter.source_meter_slug}, total_usage: {total}, "
             f"from: {_go_time(self.target.period.start)}, to: {_go_time(self.usage_until)}, "
             f"value: {self.value.to_integral_value():+}, status: {self.status}"
         )
@@ -145,359 +142,123 @@ def report_usage(
     source=None,
     client=None,
 ) -> RunResult:
-    """Report every metered subscription item, or those of some customers or subscriptions."""
+    """Report every customer's metered usage, or that of some customers or subscriptions."""
     source = source or get_usage_source()
     client = client or (None if dry_run else stripe_api.get_client())
+    if subscription_ids is not None:
+        customer_ids = targets_step.customers_of(subscription_ids, customer_ids)
     result = RunResult()
     if not dry_run:
-        result.outcomes += resend_orphaned_reports(
-            client, customer_ids=customer_ids, subscription_ids=subscription_ids
-        )
-
-    targets = selectors.current_targets(customer_ids=customer_ids, subscription_ids=subscription_ids)
-    clock = RunClock.for_targets(targets, client, as_of=as_of)
+        result.outcomes += resend_orphaned_reports(client, customer_ids=customer_ids)
+    owed = targets_step.current_targets(customer_ids=customer_ids)
+    clock = RunClock.for_targets(owed, client, as_of=as_of)
     if not dry_run:
-        targets += _roll_ended_periods(client, targets, clock)
-    targets = _unique(targets + selectors.unfinished_past_targets(targets))
-    result.outcomes += report_targets(
-        targets, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run
-    )
+        owed = _roll_ended_periods(client, owed, clock, customer_ids=customer_ids)
+    result.outcomes += report_targets(owed, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run)
     return result
 
 
 def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> RunResult:
     """
-    Report billing periods that have just ended up to their aligned end, given as
-    (subscription item id, period start, period end): what a webhook says closed.
-    The ledger makes a replayed webhook, or a period already reported, send nothing.
+    Report billing periods that have just ended up to their end, given as
+    (subscription item id, period start, period end): what a webhook says closed,
+    with everything else those customers owe. The ledger makes a replayed webhook, or
+    a period already reported, send nothing.
     """
-    targets = selectors.closed_period_targets(closed)
+    owed = targets_step.closed_period_targets(closed)
     result = RunResult()
-    if not targets:
+    if not owed:
         return result
     client = client or stripe_api.get_client()
-    clock = RunClock.for_targets(targets, client, as_of=max(t.period.billing_end for t in targets))
-    result.outcomes += report_targets(
-        targets, clock=clock, trigger=trigger, source=source or get_usage_source(), client=client
-    )
+    clock = RunClock.for_targets(owed, client)
+    result.outcomes += report_targets(owed, clock=clock, trigger=trigger, source=source or get_usage_source(), client=client)
     return result
 
 
-def report_targets(targets, *, clock, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
+def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> list[ReportOutcome]:
     """
     Report each target up to the last whole window before its as-of time: write every
     ledger row first, then send the pending ones together, at the rate Stripe allows.
     """
-    totals, source_errors = _fetch_totals(source, targets, clock)
+    spans = [(t, t.period.usage_until(clock.as_of(t))) for t in owed]
+    spans = [(t, until) for t, until in spans if until > t.period.start or t.error]
+    totals, source_errors = fetch_totals(source, [(t, u) for t, u in spans if not t.error])
     outcomes = []
-    # One commit for all the rows (each target in its own savepoint): committed before
+    # One commit for all the rows (each period in its own savepoint): committed before
     # anything is sent, as crash safety needs, without a disk sync per row.
     with transaction.atomic():
-        for target in sorted(targets, key=_lock_order):
-            usage_until = target.period.usage_until(clock.as_of(target))
-            if usage_until <= target.period.start:
-                continue  # no whole window of this period has passed yet
-            error = target.subject_error or source_errors.get(target.meter.id)
-            total = None if error else totals.get((target.meter.id, _request_for(target, usage_until)))
+        for target, usage_until in sorted(spans, key=lambda span: ledger.lock_order(span[0])):
+            error = target.error or source_errors.get(target.key)
+            total = None if error else totals.get((target.key, usage_until))
             outcomes.append(
-                prepare_report(
-                    target, usage_until, total, error=error, trigger=trigger, now=clock.now(target), dry_run=dry_run
-                )
+                prepare_report(target, usage_until, total, error=error, trigger=trigger, now=clock.now(target), dry_run=dry_run)
             )
     send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
     return [o.settled() for o in outcomes]
 
 
 def prepare_report(target, usage_until, total, *, error, trigger, now, dry_run=False) -> ReportOutcome:
-    """Record what one item owes for one period up to `usage_until`; send nothing yet."""
-    if not error:
-        error = _invalid_total(total)
-    if error:  # the total is unknown or unusable; the error says which
-        return _record_without_sending(target, usage_until, None, Status.FAILED, error, trigger, dry_run)
-
-    reportable = total.to_integral_value(rounding=ROUND_DOWN)  # Stripe takes whole units
-    if dry_run:
-        value = reportable - selectors.sent_total(target)
-        return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
+    """Record what one period owes up to `usage_until`; send nothing yet."""
+    error = error or invalid_total(total)
     try:
-        report = _claim(target, usage_until, total, reportable, trigger, now)
-    except IntegrityError:  # a concurrent run wrote this period's next row first
-        report = None
-    if report is None:
-        return ReportOutcome(
-            target, usage_until, total, Decimal(0), IN_FLIGHT,
-            "another report of this period is in flight; it will be settled first",
-        )
+        if error:  # the total is unknown or unusable, or nothing may be sent; the error says why
+            report = None if dry_run else ledger.record_failure(target, usage_until, None, error, trigger=trigger)
+            return ReportOutcome(target, usage_until, None, Decimal(0), Status.FAILED, error, report)
+        if dry_run:
+            _carry, units = ledger.owed(target, total)
+            sent = sum((r.value_sent for r in ledger.rows_of(target) if r.counts_toward_total), Decimal(0))
+            value = units - sent
+            return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
+        report = ledger.claim(target, usage_until, total, trigger=trigger, now=now)
+    except InFlight as exc:
+        return ReportOutcome(target, usage_until, total, Decimal(0), IN_FLIGHT, str(exc))
     return ReportOutcome(target, usage_until, total, report.value_sent, report.status, report.error, report)
-
-
-def _claim(target, usage_until, total, reportable, trigger, now):
-    """
-    Write the period's next ledger row in one transaction: a pending row to send, a
-    skipped row when nothing is new, or None when a report of this period is pending.
-    """
-    with transaction.atomic():
-        rows = list(selectors.ledger_rows(target).select_for_update().order_by("sequence"))
-        if any(row.status == Status.PENDING for row in rows):
-            return None
-        sent = sum((row.value_sent for row in rows if row.counts_toward_total), Decimal(0))
-        value = reportable - sent
-        last = rows[-1] if rows else None
-        if value == 0:
-            return _skip(target, usage_until, total, last, trigger)
-        timestamp = target.period.event_timestamp(usage_until)
-        rejection = timestamp_rejection(timestamp, now)
-        status = Status.FAILED if rejection else Status.PENDING
-        report = new_report_row(target, usage_until, total, value, status, trigger, next_sequence=_next(last))
-        report.event_timestamp = timestamp
-        report.error = rejection or ""
-        report.save()
-        return report
-
-
-def _skip(target, usage_until, total, last, trigger) -> UsageReport:
-    """Nothing new: say so once, and keep that one row up to date on later runs."""
-    if last and last.status == Status.SKIPPED:
-        last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
-        last.save(update_fields=["usage_until", "usage_total", "trigger", "updated"])
-        return last
-    report = new_report_row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, _next(last))
-    report.save()
-    return report
-
-
-def _record_without_sending(target, usage_until, total, status, error, trigger, dry_run) -> ReportOutcome:
-    """A report that cannot be made (no subject, source down, bad total): leave a row."""
-    if dry_run:
-        return ReportOutcome(target, usage_until, total, Decimal(0), status, error)
-    with transaction.atomic():
-        last = selectors.ledger_rows(target).select_for_update().order_by("sequence").last()
-        if last and last.status == status and last.error == error:
-            last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
-            last.attempts += 1
-            last.save(update_fields=["usage_until", "usage_total", "trigger", "attempts", "updated"])
-            report = last
-        else:
-            report = new_report_row(target, usage_until, total, Decimal(0), status, trigger, _next(last))
-            report.error, report.attempts = error, 1
-            report.save()
-    return ReportOutcome(target, usage_until, total, Decimal(0), status, error, report)
-
-
-def new_report_row(target, usage_until, total, value, status, trigger, next_sequence) -> UsageReport:
-    return UsageReport(
-        customer_id=target.customer_id,
-        subscription_id=target.subscription_id,
-        subscription_item_id=target.subscription_item_id,
-        price_id=target.price_id,
-        meter=target.meter,
-        livemode=target.livemode,
-        source_meter_slug=target.meter.source_meter_slug,
-        window_size=target.period.window_size,
-        period_start=target.period.start,
-        period_end=target.period.end,
-        usage_until=usage_until,
-        sequence=next_sequence,
-        usage_total=total,
-        value_sent=value,
-        identifier=meter_event_identifier(target, next_sequence),
-        status=status,
-        trigger=trigger,
-    )
-
-
-def _next(last: UsageReport | None) -> int:
-    return last.sequence + 1 if last else 1
-
-
-def meter_event_identifier(target: ReportTarget, sequence: int) -> str:
-    """Deterministic per (item, meter, period, sequence); at most Stripe's 100 characters."""
-    readable = (
-        f"{target.subscription_item_id}:{target.meter.id}:"
-        f"{target.period.start:%Y%m%dT%H%MZ}:{sequence}"
-    )
-    if len(readable) <= IDENTIFIER_MAX_LENGTH:
-        return readable
-    digest = sha256(readable.encode()).hexdigest()[:40]
-    return f"eps:{digest}:{sequence}"
-
-
-def send_reports(reports: list[UsageReport], client) -> None:
-    """Send pending rows' meter events and record what Stripe said on each row."""
-    if not reports:
-        return
-    # No lease refresh here: each row was written or claimed (updated = now) just before.
-    results = _sender(client, len(reports)).send_all([_meter_event_call(r) for r in reports])
-    with transaction.atomic():
-        for report in sorted(reports, key=_lock_order):
-            result = results[report.pk]
-            _settle(report, result.status, result.error, result.attempts)
 
 
 def send_report(report: UsageReport, client) -> None:
     send_reports([report], client)
 
 
-def _meter_event_call(report: UsageReport) -> MeterEventCall:
-    meter = report.meter
-    return MeterEventCall(
-        report_id=report.pk,
-        key=(report.customer_id, meter.id),
-        params={
-            "event_name": meter.event_name,
-            "payload": {
-                meter.customer_payload_key: report.customer_id,
-                meter.value_payload_key: str(int(report.value_sent)),
-            },
-            "identifier": report.identifier,
-            "timestamp": int(report.event_timestamp.timestamp()),
-        },
-        identifier=report.identifier,
-        attempts_before=report.attempts,
-    )
-
-
-def _sender(client, event_count: int):
-    """v1 for everyday runs; Stripe's v2 stream for runs too large for v1's call rate."""
-    config = settings.EPSILON
-    options = {
-        "workers": config["STRIPE_SEND_CONCURRENCY"],
-        "max_attempts": config["STRIPE_MAX_ATTEMPTS"],
-        "backoff_initial": config["STRIPE_BACKOFF_SECONDS"],
-    }
-    api = config["STRIPE_METER_EVENT_API"]
-    if api == "v2" or (api == "auto" and event_count >= config["STRIPE_STREAM_THRESHOLD"]):
-        per_second = config["STRIPE_STREAM_EVENTS_PER_SECOND"] or (10_000 if settings.STRIPE_LIVE_MODE else 25)
-        return MeterEventStreamSender(
-            client, stream_client_for=stripe_api.get_stream_client, per_second=per_second, **options
-        )
-    per_second = config["STRIPE_METER_EVENTS_PER_SECOND"] or (1000 if settings.STRIPE_LIVE_MODE else 25)
-    return MeterEventSender(client, per_second=per_second, **options)
-
-
-def _settle(report: UsageReport, status: str, error: str, attempts: int) -> None:
-    now = timezone.now()
-    fields = {"status": status, "error": error, "updated": now, "attempts": F("attempts") + attempts}
-    if status == Status.SENT:
-        fields["sent_at"] = now
-    # Only a pending row settles: a concurrent resend may have settled it already.
-    UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(**fields)
-    report.refresh_from_db()
-    logger.info("usage report %s: %s %s", report.identifier, report.status, report.error)
-
-
-def resend_orphaned_reports(client, *, customer_ids=None, subscription_ids=None) -> list[ReportOutcome]:
+def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]:
     """
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
-    the same identifier, which Stripe deduplicates within 24 hours. Each is claimed by
-    a conditional update, so concurrent runs never resend the same row together.
+    the same identifier, which Stripe deduplicates within 24 hours.
     """
-    now = timezone.now()
+    from datetime import timedelta
+
     lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
-    orphans = UsageReport.objects.filter(status=Status.PENDING, updated__lt=now - lease)
-    if customer_ids is not None:
-        orphans = orphans.filter(customer_id__in=customer_ids)
-    if subscription_ids is not None:
-        orphans = orphans.filter(subscription_id__in=subscription_ids)
-    claimed = []
-    for report in orphans.select_related("meter"):
-        if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
-            claimed.append(report)
-    too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]
-    for report in too_old:
-        _settle_uncertain_beyond_dedupe(report)
-    send_reports([r for r in claimed if r not in too_old], client)
-    return [_outcome_of(report) for report in claimed]
-
-
-def _settle_uncertain_beyond_dedupe(report: UsageReport) -> None:
-    # Resending now could count twice and dropping it could lose usage: keep it
-    # pending, blocking its period, until someone checks Stripe's meter summaries.
-    message = (
-        "outcome unknown and older than Stripe's 24-hour dedupe window: not resent. "
-        "Check the customer's meter event summary in Stripe, then mark this row sent or failed."
-    )
-    UsageReport.objects.filter(pk=report.pk).update(error=message)
-    report.error = message
+    resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
+    send_reports(resend, client)
+    return [_outcome_of(report) for report in resend + too_old]
 
 
 def _outcome_of(report: UsageReport) -> ReportOutcome:
-    target = selectors.target_of_report(report)
+    target = targets_step.ledger_target(report)
     return ReportOutcome(
         target, report.usage_until, report.usage_total, report.value_sent, report.status, report.error, report
     )
 
 
-def _roll_ended_periods(client, targets, clock) -> list[ReportTarget]:
+def _roll_ended_periods(client, owed, clock, *, customer_ids) -> list[ReportTarget]:
     """
-    An item whose mirrored period has ended is reported up to that period's end (it is
-    in `targets` already) and its subscription is refreshed from Stripe, so its new
-    period is reported too even if the webhook saying so has not arrived.
+    A live item whose mirrored period has ended is refreshed from Stripe, so its new
+    period is reported too even if the webhook saying so has not arrived; the ended
+    period, still in `owed`, is reported up to its end in the same run.
     """
-    ended = {t.subscription_id for t in targets if t.period.billing_end <= clock.as_of(t)}
-    rolled = []
+    ended = {t.subscription_id for t in owed if t.live and t.period.billing_end <= clock.as_of(t)}
+    refreshed = False
     for subscription_id in sorted(ended):
         try:
             stripe_sync.sync_subscription(client.v1.subscriptions.retrieve(subscription_id))
+            refreshed = True
         except stripe.StripeError as exc:
             logger.warning("could not refresh subscription %s: %s", subscription_id, exc)
-            continue
-        rolled += [
-            t for t in selectors.current_targets(subscription_ids=[subscription_id])
-            if t.period.billing_end > clock.as_of(t)
-        ]
-    return rolled
-
-
-def _lock_order(row) -> tuple:
-    """
-    Every transaction locks ledger rows in this order (targets and rows alike), so
-    concurrent runs wait for each other instead of deadlocking.
-    """
-    meter_id = row.meter.id
-    period_start = row.period.start if isinstance(row, ReportTarget) else row.period_start
-    return (row.subscription_item_id, meter_id, period_start)
-
-
-def _unique(targets: list[ReportTarget]) -> list[ReportTarget]:
-    seen, unique = set(), []
-    for target in targets:
-        key = (target.subscription_item_id, target.meter.id, target.period.start)
-        if key not in seen:
-            seen.add(key)
-            unique.append(target)
-    return unique
-
-
-def _request_for(target: ReportTarget, usage_until: datetime) -> UsageRequest:
-    return UsageRequest(subject=target.subject, start=target.period.start, end=usage_until)
-
-
-def _fetch_totals(source, targets, clock):
-    """One batched source query per meter; a failing meter fails only its own items."""
-    by_meter = defaultdict(list)
-    for target in targets:
-        usage_until = target.period.usage_until(clock.as_of(target))
-        if target.subject and usage_until > target.period.start:
-            by_meter[target.meter].append(_request_for(target, usage_until))
-    totals, errors = {}, {}  # totals by (meter id, request): meters share subjects and periods
-    for meter, requests in by_meter.items():
-        try:
-            answers = source.totals(meter.source_meter_slug, meter.window_size, list(set(requests)))
-            totals.update({(meter.id, request): total for request, total in answers.items()})
-        except UsageSourceError as exc:
-            errors[meter.id] = f"usage source {source.name}: {exc}"
-    return totals, errors
-
-
-def _invalid_total(total) -> str | None:
-    if total is None:
-        return "the usage source returned no total"
-    if not isinstance(total, Decimal) or not total.is_finite():
-        return f"the usage source returned {total!r}, not a number"
-    if total < 0:
-        return f"the usage source returned a negative total ({total})"
-    return None
+    if not refreshed:
+        return owed
+    rolled = targets_step.current_targets(customer_ids=sorted({t.customer_id for t in owed if t.subscription_id in ended}))
+    # The old periods stay as they were owed (up to their end), the new ones join them.
+    known = {t.key for t in owed}
+    return owed + [t for t in rolled if t.key not in known]
 
 
 def _go_time(moment: datetime) -> str:

@@ -14,8 +14,8 @@ HOUR = timedelta(hours=1)
 
 def test_customer_page_report_now_audit_and_overview(admin_page, live_server, billing, recorded_source, screenshot):
     page = admin_page
-    billing.source.add(billing.customer_id, billing.period.start + HOUR, 30)
-    billing.source.add(billing.customer_id, billing.period.start + 26 * HOUR, "12.5")
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 30)
+    billing.source.add(billing.customer_id, billing.hour0 + 26 * HOUR, "12.5")
     customer = Customer.objects.get()
 
     # The customer list: usage this period, batched, with the estimate.

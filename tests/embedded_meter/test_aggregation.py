@@ -174,6 +174,14 @@ def test_misaligned_period_is_refused():
         totals("m1", "HOUR", ("cus_A", T0 + timedelta(minutes=5), T0 + WINDOWS["HOUR"]))
 
 
-def test_window_finer_than_the_meter_is_refused():
+def test_window_finer_than_the_meter_is_refused(settings):
+    from embedded_meter.definitions import DEFAULT_METERS
+
+    settings.EMBEDDED_METERS = [{**DEFAULT_METERS[0], "slug": "hourly", "windowSize": "HOUR"}]
     with pytest.raises(UsageSourceError, match="cannot be read by MINUTE"):
-        totals("m1", "MINUTE", ("cus_A", T0, T0 + WINDOWS["HOUR"]))
+        totals("hourly", "MINUTE", ("cus_A", T0, T0 + WINDOWS["HOUR"]))
+
+
+def test_the_default_meter_keeps_minutes_for_partial_windows():
+    # Billing reads where service began or ended by the minute.
+    assert list(totals("m1", "MINUTE", ("cus_A", T0, T0 + WINDOWS["HOUR"])).values()) == [Decimal(0)]

@@ -82,7 +82,7 @@ def test_meters_are_listed_in_openmeters_shape(api, usage):
         "id": "m1", "slug": "m1", "name": "Epsilon execution duration",
         "description": "Billed execution time of Epsilon functions: whole seconds, each execution rounded up.",
         "aggregation": "SUM", "eventType": "epsilon.execution", "valueProperty": "$.billed_seconds",
-        "groupBy": {}, "windowSize": "HOUR",
+        "groupBy": {}, "windowSize": "MINUTE",
     }
     assert meters["m_test"]["groupBy"] == {"region": "$.region"}
     assert api.get("/api/v1/meters/m_test").json()["eventType"] == "test.event"

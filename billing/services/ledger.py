@@ -1,0 +1,266 @@
+"""
+The ledger: every write to UsageReport goes through here (claims, skips, failures,
+settlements, resend claims, corrections), so the rules that make reporting exact hold
+in one place:
+
+- A period's rows are written under a lock on its existing rows, in one fixed order
+  across a run (`lock_order`), and never while another row of the period is in flight:
+  two runs can never both send the same usage.
+- A row is committed before its event is sent (ledger first), with an identifier
+  derived from (customer, meter, period, sequence), so a resend after a crash or an
+  unknown outcome is deduplicated by Stripe instead of counted twice.
+- What a row sends is cumulative in whole units: the customer's unbilled fraction from
+  earlier periods (`carry_in`) plus this period's total, rounded down, minus what this
+  period already sent. Over a customer's life Stripe bills the floor of its total usage,
+  not the sum of per-period floors.
+- A period is finished only when a row reached Stripe (or had nothing to send) up to
+  the period's end; a failed close is retried on every run.
+- A change of the customer's usage subject within a period is refused, never sent as
+  the difference between two subjects' totals.
+"""
+
+import logging
+from datetime import timedelta
+from decimal import ROUND_DOWN, Decimal
+from hashlib import sha256
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from ..models import UsageReport
+from .periods import timestamp_rejection
+from .targets import ReportTarget
+
+logger = logging.getLogger(__name__)
+
+Status = UsageReport.Status
+IDENTIFIER_MAX_LENGTH = 100
+STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
+# Resend a pending event only well inside Stripe's dedupe window.
+SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
+# Rows whose usage total is part of the customer's running total.
+COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+IN_FLIGHT_MESSAGE = "another report of this period is in flight; it will be settled first"
+
+
+class InFlight(Exception):
+    """Another report of the period is pending: this run sends nothing for it."""
+
+
+def whole_units(value: Decimal) -> Decimal:
+    """Stripe takes whole numbers: usage is billed in whole units, rounded down."""
+    return value.to_integral_value(rounding=ROUND_DOWN)
+
+
+def rows_of(target: ReportTarget):
+    meter_id, customer_id, billing_start = target.key
+    return UsageReport.objects.filter(meter_id=meter_id, customer_id=customer_id, billing_start=billing_start)
+
+
+def carry_into(target: ReportTarget) -> Decimal:
+    """
+    The customer's usage on this meter before this period that no whole unit billed
+    yet: the sum, over earlier periods, of their latest total minus what they sent.
+    """
+    meter_id, customer_id, billing_start = target.key
+    earlier = UsageReport.objects.filter(
+        COUNTED, meter_id=meter_id, customer_id=customer_id, billing_start__lt=billing_start
+    ).aggregate(usage=Sum("usage_delta", default=Decimal(0)), sent=Sum("value_sent", default=Decimal(0)))
+    return earlier["usage"] - earlier["sent"]
+
+
+def owed(target: ReportTarget, total: Decimal) -> tuple[Decimal, Decimal]:
+    """(carry in, whole units this period owes in all) for a period-to-date total."""
+    carry = carry_into(target)
+    return carry, whole_units(carry + total)
+
+
+def claim(target: ReportTarget, usage_until, total: Decimal, *, trigger: str, now) -> UsageReport:
+    """
+    Write the period's next row in one transaction: pending with what to send, skipped
+    when nothing is new, failed when it cannot be sent (subject changed, timestamp out
+    of Stripe's range). Raises InFlight when a row of the period is pending.
+    """
+    try:
+        with transaction.atomic():
+            rows = list(rows_of(target).select_for_update().order_by("sequence"))
+            if any(row.status == Status.PENDING for row in rows):
+                raise InFlight(IN_FLIGHT_MESSAGE)
+            changed = _subject_change(rows, target.subject)
+            if changed:
+                return _failed(target, usage_until, total, changed, trigger, rows)
+            carry, units = owed(target, total)
+            counted = [row for row in rows if row.status in (Status.SENT, Status.SKIPPED) and row.trigger != UsageReport.Trigger.RECONCILE]
+            sent = sum((row.value_sent for row in counted), Decimal(0))
+            base = counted[-1].usage_total if counted else Decimal(0)
+            last = rows[-1] if rows else None
+            value = units - sent
+            if value == 0:
+                return _skip(target, usage_until, total, carry, last, counted, trigger)
+            timestamp = target.period.event_timestamp(usage_until)
+            rejection = timestamp_rejection(timestamp, now)
+            report = _row(target, usage_until, total, value, Status.FAILED if rejection else Status.PENDING, trigger, last)
+            report.carry_in, report.usage_delta = carry, total - base
+            report.event_timestamp, report.error = timestamp, rejection or ""
+            report.save()
+            return report
+    except IntegrityError:  # a concurrent run wrote this period's next row first
+        raise InFlight(IN_FLIGHT_MESSAGE) from None
+
+
+def _subject_change(rows, subject: str | None) -> str | None:
+    used = next((row.subject for row in reversed(rows) if row.subject and row.status in (Status.SENT, Status.PENDING)), None)
+    if used is None or subject is None or used == subject:
+        return None
+    return (
+        f"the customer's usage subject changed from {used!r} to {subject!r} within this billing "
+        f"period: not sent, since it would bill the difference between two subjects' totals. Set "
+        f"the subject back to {used!r} to finish this period; the next period is reported with "
+        "the subject the customer has then."
+    )
+
+
+def _skip(target, usage_until, total, carry, last, counted, trigger) -> UsageReport:
+    """Nothing new: say so once, and keep that one row up to date on later runs."""
+    base = counted[-2].usage_total if last and last.status == Status.SKIPPED and len(counted) > 1 else None
+    if last and last.status == Status.SKIPPED:
+        last.usage_until, last.usage_total, last.trigger, last.carry_in = usage_until, total, trigger, carry
+        last.usage_delta = total - (base if base is not None else Decimal(0))
+        last.save(update_fields=["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "updated"])
+        return last
+    report = _row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, last)
+    report.carry_in = carry
+    report.usage_delta = total - (counted[-1].usage_total if counted else Decimal(0))
+    report.save()
+    return report
+
+
+def record_failure(target: ReportTarget, usage_until, total, error: str, *, trigger: str) -> UsageReport:
+    """A report that cannot be made (no subject, source down, two items): leave a row."""
+    with transaction.atomic():
+        rows = list(rows_of(target).select_for_update().order_by("sequence"))
+        if any(row.status == Status.PENDING for row in rows):
+            raise InFlight(IN_FLIGHT_MESSAGE)
+        return _failed(target, usage_until, total, error, trigger, rows)
+
+
+def _failed(target, usage_until, total, error, trigger, rows) -> UsageReport:
+    last = rows[-1] if rows else None
+    if last and last.status == Status.FAILED and last.error == error:
+        last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
+        last.attempts += 1
+        last.save(update_fields=["usage_until", "usage_total", "trigger", "attempts", "updated"])
+        return last
+    report = _row(target, usage_until, total, Decimal(0), Status.FAILED, trigger, last)
+    report.error, report.attempts = error, 1
+    report.save()
+    return report
+
+
+def _row(target, usage_until, total, value, status, trigger, last) -> UsageReport:
+    sequence = last.sequence + 1 if last else 1
+    return UsageReport(
+        customer_id=target.customer_id,
+        subscription_id=target.subscription_id,
+        subscription_item_id=target.subscription_item_id,
+        price_id=target.price_id,
+        meter=target.meter,
+        livemode=target.livemode,
+        source_meter_slug=target.source_meter_slug or target.meter.source_meter_slug,
+        window_size=target.period.window_size,
+        billing_start=target.period.billing_start,
+        billing_end=target.period.billing_end,
+        period_start=target.period.start,
+        period_end=target.period.end,
+        usage_until=max(usage_until, target.period.start),
+        subject=target.subject or "",
+        sequence=sequence,
+        usage_total=total,
+        value_sent=value,
+        identifier=meter_event_identifier(target, sequence),
+        status=status,
+        trigger=trigger,
+    )
+
+
+def correction(anchor: UsageReport, value: Decimal) -> UsageReport:
+    """
+    A compensating event for a period (reconciliation), stamped where the period's own
+    events are: not part of the period's running total. Raises InFlight.
+    """
+    from .targets import ledger_target
+
+    target = ledger_target(anchor, (anchor.subject or None, None))
+    with transaction.atomic():
+        rows = list(rows_of(target).select_for_update().order_by("sequence"))
+        if any(row.status == Status.PENDING for row in rows):
+            raise InFlight(IN_FLIGHT_MESSAGE)
+        report = _row(target, anchor.usage_until, None, value, Status.PENDING, UsageReport.Trigger.RECONCILE, rows[-1])
+        report.subject = anchor.subject
+        report.event_timestamp = anchor.event_timestamp
+        report.save()
+        return report
+
+
+def meter_event_identifier(target: ReportTarget, sequence: int) -> str:
+    """Deterministic per (customer, meter, period, sequence); at most Stripe's 100 characters."""
+    meter_id, customer_id, billing_start = target.key
+    readable = f"{customer_id}:{meter_id}:{billing_start:%Y%m%dT%H%M%SZ}:{sequence}"
+    if len(readable) <= IDENTIFIER_MAX_LENGTH:
+        return readable
+    digest = sha256(readable.encode()).hexdigest()[:40]
+    return f"eps:{digest}:{sequence}"
+
+
+def lock_order(row) -> tuple:
+    """
+    Every transaction locks ledger rows in this order (targets and rows alike), so
+    concurrent runs wait for each other instead of deadlocking.
+    """
+    if isinstance(row, ReportTarget):
+        return (row.customer_id, row.meter.id, row.period.billing_start)
+    return (row.customer_id, row.meter_id, row.billing_start)
+
+
+def settle(results: dict, reports: list[UsageReport]) -> None:
+    """Record what Stripe said on each sent row, in one transaction, in lock order."""
+    now = timezone.now()
+    with transaction.atomic():
+        for report in sorted(reports, key=lock_order):
+            result = results[report.pk]
+            fields = {"status": result.status, "error": result.error, "updated": now,
+                      "attempts": F("attempts") + result.attempts}
+            if result.status == Status.SENT:
+                fields["sent_at"] = now
+            # Only a pending row settles: a concurrent resend may have settled it already.
+            UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(**fields)
+    for report in reports:
+        report.refresh_from_db()
+        logger.info("usage report %s: %s %s", report.identifier, report.status, report.error)
+
+
+def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageReport], list[UsageReport]]:
+    """
+    Pending rows whose run died (or whose outcome was uncertain) and whose lease ran out,
+    each claimed by a conditional update so that concurrent runs never resend one
+    together: (to resend, too old to resend blindly).
+    """
+    now = timezone.now()
+    orphans = UsageReport.objects.filter(status=Status.PENDING, updated__lt=now - lease)
+    if customer_ids is not None:
+        orphans = orphans.filter(customer_id__in=customer_ids)
+    claimed = []
+    for report in orphans.select_related("meter"):
+        if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
+            claimed.append(report)
+    too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]
+    for report in too_old:
+        # Resending now could count twice and dropping it could lose usage: keep it
+        # pending, blocking its period, until someone checks Stripe's meter summaries.
+        report.error = (
+            "outcome unknown and older than Stripe's 24-hour dedupe window: not resent. "
+            "Check the customer's meter event summary in Stripe, then mark this row sent or failed."
+        )
+        UsageReport.objects.filter(pk=report.pk).update(error=report.error)
+    return [r for r in claimed if r not in too_old], too_old

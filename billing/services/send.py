@@ -1,0 +1,60 @@
+"""
+Send: pending ledger rows become meter events, at the rate Stripe allows.
+
+The threads of the senders (meter_event_sender.py) only talk HTTP; the results come
+back here and are settled by the ledger in one transaction, so no database connection
+is shared or opened per thread.
+"""
+
+from django.conf import settings
+
+from .. import stripe_api
+from ..models import UsageReport
+from . import ledger
+from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStreamSender
+
+
+def send_reports(reports: list[UsageReport], client) -> None:
+    """Send pending rows' meter events and settle each with what Stripe said."""
+    if not reports:
+        return
+    # No lease refresh here: each row was written or claimed (updated = now) just before.
+    results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
+    ledger.settle(results, reports)
+
+
+def meter_event_call(report: UsageReport) -> MeterEventCall:
+    meter = report.meter
+    return MeterEventCall(
+        report_id=report.pk,
+        key=(report.customer_id, meter.id),
+        params={
+            "event_name": meter.event_name,
+            "payload": {
+                meter.customer_payload_key: report.customer_id,
+                meter.value_payload_key: str(int(report.value_sent)),
+            },
+            "identifier": report.identifier,
+            "timestamp": int(report.event_timestamp.timestamp()),
+        },
+        identifier=report.identifier,
+        attempts_before=report.attempts,
+    )
+
+
+def sender_for(client, event_count: int):
+    """v1 for everyday runs; Stripe's v2 stream for runs too large for v1's call rate."""
+    config = settings.EPSILON
+    options = {
+        "workers": config["STRIPE_SEND_CONCURRENCY"],
+        "max_attempts": config["STRIPE_MAX_ATTEMPTS"],
+        "backoff_initial": config["STRIPE_BACKOFF_SECONDS"],
+    }
+    api = config["STRIPE_METER_EVENT_API"]
+    if api == "v2" or (api == "auto" and event_count >= config["STRIPE_STREAM_THRESHOLD"]):
+        per_second = config["STRIPE_STREAM_EVENTS_PER_SECOND"] or (10_000 if settings.STRIPE_LIVE_MODE else 25)
+        return MeterEventStreamSender(
+            client, stream_client_for=stripe_api.get_stream_client, per_second=per_second, **options
+        )
+    per_second = config["STRIPE_METER_EVENTS_PER_SECOND"] or (1000 if settings.STRIPE_LIVE_MODE else 25)
+    return MeterEventSender(client, per_second=per_second, **options)

@@ -1,0 +1,378 @@
+"""
+Targets: what a reporting run owes Stripe, one per (meter, customer) billing period.
+
+Stripe sums meter events per customer and meter, by timestamp, and bills every
+subscription item of that customer on a price of that meter with the customer's total
+over the item's period. So the unit of reporting is a billing period of the one item a
+customer has on a meter, and these rules decide which periods a run reports:
+
+- One item per customer and meter at a time. Two live items (two subscriptions, or two
+  prices of one meter in one subscription) would each bill the same usage: nothing is
+  sent for that customer and meter; the target carries a `conflict` saying which items
+  and how to fix it, and the ledger records it as a failed report.
+- An item's period runs from its Stripe period start (or the moment the item began,
+  if later) to its period end (or the moment Stripe removed the item or the
+  subscription ended, if earlier): usage from before the service began is never billed
+  to it, and nothing after it ended.
+- Cancelled and expired subscriptions stay targets until their final period is sent
+  up to the end of service; so do removed items (the mirror records their removal,
+  since dj-stripe keeps them).
+- A ledger period that is not finished (not sent up to its end: its closing report
+  failed, was skipped or never ran) is a target again on every run. A later period
+  of the same customer and meter ends it where the later one begins (an anchor reset,
+  a replacement), so consecutive periods tile time.
+- A period already in the ledger keeps the window size and source meter its first
+  report used: editing the meter changes the next period, never re-keys this one.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db.models import Max, Q
+from djstripe.models import Customer, Subscription, SubscriptionItem
+
+from ..models import Meter, RemovedSubscriptionItem, UsageReport
+from .periods import STRIPE_TIMESTAMP_MAX_AGE, AlignedPeriod
+
+Status = UsageReport.Status
+# Subscriptions Stripe keeps invoicing (an unpaid one keeps drafting invoices too).
+LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid")
+# Subscriptions whose service has ended: their final period is still owed.
+ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
+# Counting toward "reported up to": what reached Stripe, or had nothing to send.
+REPORTED = Q(status__in=(Status.SENT, Status.SKIPPED))
+
+
+class SubjectMappingError(Exception):
+    """A customer has no usage subject under the configured metadata key."""
+
+
+@dataclass(frozen=True)
+class ReportTarget:
+    """One (meter, customer) billing period, and the item it is reported for."""
+
+    customer_id: str
+    subscription_id: str
+    subscription_item_id: str
+    price_id: str
+    meter: Meter
+    livemode: bool
+    subject: str | None
+    subject_error: str | None
+    period: AlignedPeriod
+    # A Stripe test clock the customer lives on: its time is the customer's "now".
+    test_clock: str | None = None
+    # The usage source's meter: the meter's, or the one this period's reports used.
+    source_meter_slug: str = ""
+    # Why nothing may be sent for this customer and meter (two live items), or None.
+    conflict: str | None = None
+    # Whether the item is still live; False for a final period (cancelled, removed).
+    live: bool = True
+
+    @property
+    def key(self) -> tuple:
+        """The ledger period: (meter, customer, exact Stripe period start)."""
+        return (self.meter.id, self.customer_id, self.period.billing_start)
+
+    @property
+    def error(self) -> str | None:
+        return self.conflict or self.subject_error
+
+
+def subject_for(customer_id: str, metadata: dict | None) -> str:
+    """The usage-source subject of a Stripe customer: its id, or a metadata value."""
+    key = settings.EPSILON["SUBJECT_METADATA_KEY"]
+    if not key:
+        return customer_id
+    subject = (metadata or {}).get(key)
+    if not subject:
+        raise SubjectMappingError(
+            f"customer {customer_id} has no usage subject: its metadata has no {key!r} "
+            "(set it in Stripe, or unset EPSILON_SUBJECT_METADATA_KEY to use customer ids)"
+        )
+    return subject
+
+
+def metered_items(*, customer_ids=None, subscription_ids=None, item_ids=None):
+    """Items on a metered price of a meter Epsilon knows, live or recently ended."""
+    meters = Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE)
+    items = (
+        SubscriptionItem.objects.filter(
+            subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
+            price__stripe_data__recurring__usage_type="metered",
+            price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
+        )
+        .select_related("subscription__customer", "price")
+        .order_by("subscription__customer__id", "id")
+    )
+    if customer_ids is not None:
+        items = items.filter(subscription__customer__id__in=customer_ids)
+    if subscription_ids is not None:
+        items = items.filter(subscription__id__in=subscription_ids)
+    if item_ids is not None:
+        items = items.filter(id__in=item_ids)
+    return items
+
+
+def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> list[ReportTarget]:
+    """
+    Every period owed for these customers (all when None; a subscription's customer when
+    subscriptions are given, since the ledger counts by customer): each item's current
+    period, final periods of ended service, and unfinished ledger periods.
+    """
+    now = now or datetime.now(UTC)
+    if subscription_ids is not None:
+        customer_ids = customers_of(subscription_ids, customer_ids)
+    items = list(metered_items(customer_ids=customer_ids))
+    removed = _removed(items)
+    mirrored = []
+    for item in items:
+        target = _item_target(item, removed.get(item.id))
+        if target and (target.live or target.period.billing_end > now - STRIPE_TIMESTAMP_MAX_AGE):
+            mirrored.append(target)
+    mirrored = _flag_conflicts(mirrored)
+    ledger = _ledger_periods(customer_ids=customer_ids, since=now - STRIPE_TIMESTAMP_MAX_AGE)
+    return _unfinished(_merge(mirrored + ledger))
+
+
+def customers_of(subscription_ids, customer_ids=None) -> list[str]:
+    """The customers of these subscriptions (and those given): the ledger counts by customer."""
+    owners = Subscription.objects.filter(id__in=subscription_ids).values_list("customer__id", flat=True)
+    return sorted(set(owners) | set(customer_ids or []))
+
+
+def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
+    """
+    Targets for the periods a webhook says have just closed, as (subscription item id,
+    period start, period end), with everything else owed by those customers.
+    """
+    periods = {item_id: (start, end) for item_id, start, end in closed}
+    items = list(metered_items(item_ids=list(periods)))
+    removed = _removed(items)
+    explicit = []
+    for item in items:
+        target = _item_target(item, removed.get(item.id), period=periods[item.id])
+        if target:
+            explicit.append(replace(target, live=False))
+    customers = sorted({t.customer_id for t in explicit})
+    if not customers:
+        return []
+    now = now or datetime.now(UTC)
+    owed = current_targets(customer_ids=customers, now=now)
+    return _unfinished(_merge(_flag_conflicts(explicit + [t for t in owed if t.live]) + owed))
+
+
+def _removed(items) -> dict[str, datetime]:
+    ids = [item.id for item in items]
+    return dict(RemovedSubscriptionItem.objects.filter(id__in=ids).values_list("id", "removed_at"))
+
+
+def _item_target(item, removed_at, *, period=None) -> ReportTarget | None:
+    """The item's period (its current one, or `period`), cut where its service ended."""
+    meter = _meters().get(item.price.stripe_data["recurring"]["meter"])
+    if meter is None:
+        return None
+    data, subscription = item.stripe_data, item.subscription.stripe_data
+    start, end = period or (_time(data["current_period_start"]), _time(data["current_period_end"]))
+    began = _time(data.get("created") or subscription.get("start_date") or data["current_period_start"])
+    ended = removed_at
+    if subscription.get("status") in ENDED_SUBSCRIPTION_STATUSES:
+        ended_at = subscription.get("ended_at") or subscription.get("canceled_at")
+        ended = min(filter(None, [ended, _time(ended_at) if ended_at else end]))
+    if ended is not None and ended <= start:
+        return None  # it ended before this period began
+    aligned = AlignedPeriod.of(
+        max(start, began), min(end, ended) if ended else end, meter.window_size,
+        service_starts=began >= start, service_ends=ended is not None,
+    )
+    target = _target(item, meter, aligned)
+    return replace(target, live=ended is None)
+
+
+def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
+    customer = item.subscription.customer
+    try:
+        subject, subject_error = subject_for(customer.id, customer.stripe_data.get("metadata")), None
+    except SubjectMappingError as exc:
+        subject, subject_error = None, str(exc)
+    return ReportTarget(
+        customer_id=customer.id,
+        subscription_id=item.subscription.id,
+        subscription_item_id=item.id,
+        price_id=item.price.id,
+        meter=meter,
+        livemode=meter.livemode,
+        subject=subject,
+        subject_error=subject_error,
+        period=period,
+        test_clock=customer.stripe_data.get("test_clock"),
+        source_meter_slug=meter.source_meter_slug,
+    )
+
+
+def _flag_conflicts(targets: list[ReportTarget]) -> list[ReportTarget]:
+    """
+    Two live items of one customer on one meter conflict, and so do two ended periods
+    that overlap. An ended period overlapping a live item's is dropped: the live item
+    bills that span.
+    """
+    by_pair = defaultdict(list)
+    for target in targets:
+        by_pair[(target.meter.id, target.customer_id)].append(target)
+    kept = []
+    for group in by_pair.values():
+        live = [t for t in group if t.live]
+        kept += _conflicted(live) if len(live) > 1 else live
+        ended = [t for t in group if not t.live and not any(_overlap(t.period, o.period) for o in live)]
+        for target in ended:
+            clashing = [o for o in ended if o is not target and _overlap(target.period, o.period)]
+            kept += _conflicted([target] + clashing)[:1] if clashing else [target]
+    return kept
+
+
+def _conflicted(targets: list[ReportTarget]) -> list[ReportTarget]:
+    message = conflict_message(targets)
+    return [replace(t, conflict=message) for t in targets]
+
+
+def conflict_message(targets: list[ReportTarget]) -> str:
+    items = ", ".join(f"{t.subscription_item_id} (subscription {t.subscription_id}, price {t.price_id})" for t in targets)
+    first = targets[0]
+    return (
+        f"customer {first.customer_id} has {len(targets)} live subscription items on meter "
+        f"{first.meter.id}: {items}. Stripe bills each of them the customer's whole usage, so "
+        "nothing is reported for this customer and meter until only one is left: remove the "
+        "extra item or cancel the extra subscription (without invoicing its metered usage). "
+        "The usage is then reported in full, nothing lost."
+    )
+
+
+def _overlap(a: AlignedPeriod, b: AlignedPeriod) -> bool:
+    return a.billing_start < b.billing_end and b.billing_start < a.billing_end
+
+
+def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
+    """Ledger periods not reported up to their recorded end, as targets of their last item."""
+    rows = UsageReport.objects.filter(period_end__gt=since, meter__livemode=settings.STRIPE_LIVE_MODE)
+    if customer_ids is not None:
+        rows = rows.filter(customer_id__in=customer_ids)
+    grouped = (
+        rows.exclude(trigger=UsageReport.Trigger.RECONCILE)
+        .values("meter_id", "customer_id", "billing_start")
+        .annotate(reported_until=Max("usage_until", filter=REPORTED), last_sequence=Max("sequence"))
+        .order_by()
+    )
+    latest = Q(pk__in=[])
+    for row in grouped:
+        latest |= Q(meter_id=row["meter_id"], customer_id=row["customer_id"],
+                    billing_start=row["billing_start"], sequence=row["last_sequence"])
+    reports = list(UsageReport.objects.filter(latest).select_related("meter"))
+    if not reports:
+        return []
+    customers = {report.customer_id for report in reports}
+    subjects = _subjects(customers)
+    clocks = dict(Customer.objects.filter(id__in=customers).values_list("id", "stripe_data__test_clock"))
+    return [ledger_target(r, subjects.get(r.customer_id, (None, None)), clocks.get(r.customer_id)) for r in reports]
+
+
+def _unfinished(targets: list[ReportTarget]) -> list[ReportTarget]:
+    """Live periods, and ended ones not yet reported up to their end (one query)."""
+    ended = [t for t in targets if not t.live]
+    if not ended:
+        return targets
+    reported = dict(
+        ((row["meter_id"], row["customer_id"], row["billing_start"]), row["until"])
+        for row in UsageReport.objects.filter(
+            REPORTED,
+            meter_id__in={t.meter.id for t in ended}, customer_id__in={t.customer_id for t in ended},
+            billing_start__in={t.period.billing_start for t in ended},
+        )
+        .values("meter_id", "customer_id", "billing_start")
+        .annotate(until=Max("usage_until"))
+        .order_by()
+    )
+    return [t for t in targets if t.live or (reported.get(t.key) or t.period.start) < t.period.end]
+
+
+def ledger_target(report: UsageReport, subject=(None, None), test_clock=None) -> ReportTarget:
+    """The target a ledger row was written for (to resend it, or to finish its period)."""
+    period = AlignedPeriod.recorded(
+        report.billing_start, report.billing_end, report.period_start, report.period_end, report.window_size
+    )
+    return ReportTarget(
+        customer_id=report.customer_id,
+        subscription_id=report.subscription_id,
+        subscription_item_id=report.subscription_item_id,
+        price_id=report.price_id,
+        meter=report.meter,
+        livemode=report.livemode,
+        subject=subject[0],
+        subject_error=subject[1],
+        period=period,
+        test_clock=test_clock,
+        source_meter_slug=report.source_meter_slug,
+        live=False,
+    )
+
+
+def _subjects(customer_ids) -> dict[str, tuple[str | None, str | None]]:
+    metadata = dict(Customer.objects.filter(id__in=customer_ids).values_list("id", "stripe_data__metadata"))
+    subjects = {}
+    for customer_id in customer_ids:
+        try:
+            subjects[customer_id] = (subject_for(customer_id, metadata.get(customer_id)), None)
+        except SubjectMappingError as exc:
+            subjects[customer_id] = (None, str(exc))
+    return subjects
+
+
+def _merge(targets: list[ReportTarget]) -> list[ReportTarget]:
+    """
+    One target per ledger period (the mirror's knowledge first, counted in the windows
+    and from the source of the period's first report), each ended where the next period
+    of its customer and meter begins.
+    """
+    by_key = {}
+    for target in targets:
+        by_key.setdefault(target.key, target)
+    snapshots = _period_snapshots(by_key)
+    by_pair = defaultdict(list)
+    for key, target in by_key.items():
+        if key in snapshots:
+            window_size, source_slug = snapshots[key]
+            target = replace(target, period=target.period.in_windows(window_size), source_meter_slug=source_slug)
+        by_pair[key[:2]].append(target)
+    merged = []
+    for group in by_pair.values():
+        group.sort(key=lambda t: t.period.billing_start)
+        for target, following in zip(group, group[1:] + [None]):
+            if following is not None and following.period.billing_start < target.period.billing_end:
+                ended = target.period.ending(following.period.billing_start, service_ends=following.period.service_starts)
+                target = replace(target, period=ended)
+            merged.append(target)
+    return merged
+
+
+def _period_snapshots(by_key) -> dict[tuple, tuple[str, str]]:
+    """(window size, source slug) of the first report of each period already in the ledger."""
+    if not by_key:
+        return {}
+    first = (
+        UsageReport.objects.filter(
+            meter_id__in={k[0] for k in by_key}, customer_id__in={k[1] for k in by_key},
+            billing_start__in={k[2] for k in by_key}, sequence=1,
+        )
+        .values_list("meter_id", "customer_id", "billing_start", "window_size", "source_meter_slug")
+    )
+    return {(m, c, b): (w, s) for m, c, b, w, s in first}
+
+
+def _meters() -> dict[str, Meter]:
+    return {m.id: m for m in Meter.objects.all()}
+
+
+def _time(value: int) -> datetime:
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
