@@ -251,28 +251,44 @@ class UsageReport(models.Model):
         return stripe_dashboard.url_for(self.customer_id, self.livemode)
 
 
-class RemovedSubscriptionItem(models.Model):
+class SubscriptionItemChange(models.Model):
     """
-    A subscription item Stripe no longer lists on its subscription (replaced, removed).
+    A change Stripe made to a subscription item that ends its usage's span: the item
+    removed (replaced by another, or dropped), or its price replaced.
 
-    dj-stripe never deletes such items from its mirror, so without this row a replaced
-    item would go on being reported beside its replacement and bill the usage twice.
-    Its usage is reported up to `removed_at`, and none after.
+    dj-stripe never deletes removed items from its mirror, so without this row a
+    replaced item would go on being reported beside its replacement and bill the usage
+    twice; and a price change keeps the item's id, so without it the usage before the
+    change would be stamped after it, at the new price. Usage up to `at` belongs to the
+    item (at its old price); usage from `at` to the replacement (or the new price).
     """
 
-    id = models.CharField("Stripe subscription item id", max_length=255, primary_key=True)
+    class Kind(models.TextChoices):
+        REMOVED = "removed", "Removed"
+        PRICE = "price", "Price replaced"
+
+    item_id = models.CharField("Stripe subscription item id", max_length=255)
     subscription_id = models.CharField(max_length=255)
-    removed_at = models.DateTimeField(
-        help_text="When Stripe removed the item: the change's event time, the creation "
-        "of the item that replaced it, or when the mirror first missed it."
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField(
+        help_text="When Stripe made the change: the event's time, the creation of the "
+        "item that replaced it, or when the mirror first saw it."
     )
+    old_price_id = models.CharField(max_length=255, blank=True)
+    new_price_id = models.CharField(max_length=255, blank=True)
     detected_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-removed_at"]
+        ordering = ["-at"]
+        constraints = [
+            models.UniqueConstraint(fields=["item_id", "kind", "at"], name="item_change_once"),
+            models.UniqueConstraint(
+                fields=["item_id"], condition=Q(kind="removed"), name="item_removed_once"
+            ),
+        ]
 
     def __str__(self):
-        return f"{self.id} removed {self.removed_at:%Y-%m-%d %H:%M}"
+        return f"{self.item_id} {self.get_kind_display().lower()} at {self.at:%Y-%m-%d %H:%M}"
 
 
 class PeriodReconciliation(models.Model):

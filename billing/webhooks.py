@@ -8,11 +8,14 @@ reports nothing twice: the ledger already holds what was sent.
 """
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from django.db import transaction
 from django_q.tasks import async_task
 from djstripe.event_handlers import djstripe_receiver
+
+from .services import stripe_sync
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +25,45 @@ PERIOD_INVOICE_REASONS = {"subscription_cycle", "subscription_update", "subscrip
 
 @djstripe_receiver("customer.subscription.updated")
 def report_period_closed_by_renewal(sender, event, **kwargs):
-    closed = periods_closed_by_subscription_update(event.data)
+    closed = periods_closed_by_subscription_update(event.data) + spans_closed_by_item_changes(event)
     if closed:
         enqueue_closed_period_report(closed, event_id=event.id)
+
+
+@djstripe_receiver("customer.subscription.deleted")
+def report_final_period(sender, event, **kwargs):
+    """The subscription ended: its last period is owed up to the end of service."""
+    subscription = event.data.get("object") or {}
+    ended = subscription.get("ended_at") or subscription.get("canceled_at") or event_time(event)
+    closed = [
+        (item["id"], item["current_period_start"], min(ended, item["current_period_end"]))
+        for item in (subscription.get("items") or {}).get("data", [])
+        if item.get("current_period_start") is not None and ended > item["current_period_start"]
+    ]
+    if closed:
+        enqueue_closed_period_report(closed, event_id=event.id)
+
+
+def spans_closed_by_item_changes(event) -> list[tuple[str, int, int]]:
+    """
+    Items this update removed or re-priced, recorded at the event's time (dj-stripe's
+    mirror keeps removed items and shows only the new price); their usage up to the
+    change is owed to the span that closed.
+    """
+    subscription = event.data.get("object") or {}
+    previous = (event.data.get("previous_attributes") or {}).get("items")
+    if not previous:
+        return []
+    old_items = {i["id"]: i for i in previous.get("data", [])}
+    before = {item_id: stripe_sync.price_id_of(item) for item_id, item in old_items.items()}
+    at = from_timestamp(event_time(event))
+    changes = stripe_sync.record_item_changes(subscription, before, at=at)
+    return [
+        (c.item_id, old_items[c.item_id]["current_period_start"], event_time(event))
+        for c in changes
+        if old_items[c.item_id].get("current_period_start") is not None
+        and old_items[c.item_id]["current_period_start"] < event_time(event)
+    ]
 
 
 @djstripe_receiver("invoice.created")
@@ -87,6 +126,14 @@ def enqueue_closed_period_report(closed, *, event_id: str) -> None:
             task_name=f"report usage for {event_id}",
         )
     )
+
+
+def event_time(event) -> int:
+    """When Stripe made the change (a test clock's time for its customers), as a timestamp."""
+    created = (event.stripe_data or {}).get("created") if hasattr(event, "stripe_data") else None
+    if created:
+        return int(created)
+    return int(event.created.timestamp()) if getattr(event, "created", None) else int(time.time())
 
 
 def from_timestamp(value: int) -> datetime:

@@ -4,12 +4,14 @@ customers and subscriptions; our Meter model for billing meters.
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.conf import settings
+from django.utils import timezone
 from djstripe import models as djstripe_models
 
 from .. import stripe_api
-from ..models import Meter, WindowSize
+from ..models import Meter, SubscriptionItemChange, WindowSize
 
 
 def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
@@ -57,7 +59,67 @@ def _mirror(model):
 sync_product = _mirror(djstripe_models.Product)
 sync_price = _mirror(djstripe_models.Price)
 sync_customer = _mirror(djstripe_models.Customer)
-sync_subscription = _mirror(djstripe_models.Subscription)
+_sync_subscription = _mirror(djstripe_models.Subscription)
+
+
+def sync_subscription(stripe_subscription):
+    """
+    Upsert a subscription, and record what dj-stripe's mirror cannot show: items Stripe
+    no longer lists (removed or replaced) and items whose price was replaced.
+    """
+    before = dict(
+        djstripe_models.SubscriptionItem.objects.filter(subscription__id=stripe_subscription["id"])
+        .values_list("id", "price__id")
+    )
+    subscription = _sync_subscription(stripe_subscription)
+    record_item_changes(stripe_subscription, before, at=None)
+    return subscription
+
+
+def record_item_changes(stripe_subscription, before: dict[str, str], *, at) -> list[SubscriptionItemChange]:
+    """
+    Compare Stripe's current items with `before` (item id -> price id): record each
+    removal and price replacement once, at `at` (an event's time, which wins over a
+    guess made earlier) or, when unknown, when a new item was created, else now.
+    """
+    current = {i["id"]: i for i in (stripe_subscription.get("items") or {}).get("data", [])}
+    added = [i for item_id, i in current.items() if item_id not in before]
+    changes = []
+    for item_id, price_id in before.items():
+        item = current.get(item_id)
+        if item is None:
+            when = at or _created(added) or timezone.now()
+            changes.append((item_id, SubscriptionItemChange.Kind.REMOVED, when, price_id, ""))
+        elif price_id and price_id_of(item) != price_id:
+            changes.append((item_id, SubscriptionItemChange.Kind.PRICE, at or timezone.now(), price_id, price_id_of(item)))
+    return [
+        _record(item_id, stripe_subscription["id"], kind, when, old, new, authoritative=at is not None)
+        for item_id, kind, when, old, new in changes
+    ]
+
+
+def _record(item_id, subscription_id, kind, at, old_price, new_price, *, authoritative):
+    change, created = SubscriptionItemChange.objects.get_or_create(
+        item_id=item_id, kind=kind, new_price_id=new_price,
+        defaults={"subscription_id": subscription_id, "old_price_id": old_price, "at": at},
+    )
+    if not created and authoritative and change.at != at:
+        change.at = at
+        change.save(update_fields=["at"])
+    return change
+
+
+def _created(items):
+    created = [i.get("created") for i in items if i.get("created")]
+    return datetime.fromtimestamp(min(created), UTC) if created else None
+
+
+def price_id_of(item) -> str:
+    """An item's price id, whether the price is expanded (a Stripe object) or an id."""
+    price = item.get("price")
+    if price is None or isinstance(price, str):
+        return price or ""
+    return price["id"]
 
 
 @dataclass

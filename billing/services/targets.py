@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db.models import Max, Q
-from djstripe.models import Customer, Subscription, SubscriptionItem
+from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
-from ..models import Meter, RemovedSubscriptionItem, UsageReport
+from ..models import Meter, SubscriptionItemChange, UsageReport
 from .periods import STRIPE_TIMESTAMP_MAX_AGE, AlignedPeriod
 
 Status = UsageReport.Status
@@ -126,12 +126,11 @@ def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> li
     if subscription_ids is not None:
         customer_ids = customers_of(subscription_ids, customer_ids)
     items = list(metered_items(customer_ids=customer_ids))
-    removed = _removed(items)
-    mirrored = []
-    for item in items:
-        target = _item_target(item, removed.get(item.id))
-        if target and (target.live or target.period.billing_end > now - STRIPE_TIMESTAMP_MAX_AGE):
-            mirrored.append(target)
+    changes = _changes(items)
+    mirrored = [
+        target for item in items for target in _item_targets(item, changes[item.id])
+        if target.live or target.period.billing_end > now - STRIPE_TIMESTAMP_MAX_AGE
+    ]
     mirrored = _flag_conflicts(mirrored)
     ledger = _ledger_periods(customer_ids=customer_ids, since=now - STRIPE_TIMESTAMP_MAX_AGE)
     return _unfinished(_merge(mirrored + ledger))
@@ -150,45 +149,68 @@ def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
     """
     periods = {item_id: (start, end) for item_id, start, end in closed}
     items = list(metered_items(item_ids=list(periods)))
-    removed = _removed(items)
-    explicit = []
-    for item in items:
-        target = _item_target(item, removed.get(item.id), period=periods[item.id])
-        if target:
-            explicit.append(replace(target, live=False))
+    changes = _changes(items)
+    explicit = [
+        replace(target, live=False)
+        for item in items for target in _item_targets(item, changes[item.id], period=periods[item.id])
+    ]
     customers = sorted({t.customer_id for t in explicit})
     if not customers:
         return []
-    now = now or datetime.now(UTC)
-    owed = current_targets(customer_ids=customers, now=now)
-    return _unfinished(_merge(_flag_conflicts(explicit + [t for t in owed if t.live]) + owed))
+    owed = current_targets(customer_ids=customers, now=now or datetime.now(UTC))
+    # The mirror's view of a period wins; the webhook's adds periods it no longer shows.
+    known = {t.key for t in owed}
+    unseen = [t for t in explicit if t.key not in known]
+    checked = _flag_conflicts(unseen + [t for t in owed if t.live])
+    return _unfinished(_merge(owed + [t for t in checked if not t.live]))
 
 
-def _removed(items) -> dict[str, datetime]:
-    ids = [item.id for item in items]
-    return dict(RemovedSubscriptionItem.objects.filter(id__in=ids).values_list("id", "removed_at"))
+def _changes(items) -> dict[str, list[SubscriptionItemChange]]:
+    """Each item's recorded changes (removal, price replaced), oldest first."""
+    changes = defaultdict(list)
+    for change in SubscriptionItemChange.objects.filter(item_id__in=[item.id for item in items]).order_by("at"):
+        changes[change.item_id].append(change)
+    return changes
 
 
-def _item_target(item, removed_at, *, period=None) -> ReportTarget | None:
-    """The item's period (its current one, or `period`), cut where its service ended."""
-    meter = _meters().get(item.price.stripe_data["recurring"]["meter"])
-    if meter is None:
-        return None
+def _item_targets(item, changes, *, period=None) -> list[ReportTarget]:
+    """
+    The item's period (its current one, or `period`) as targets: cut where its price
+    was replaced (each part at its own price) and where its service ended.
+    """
     data, subscription = item.stripe_data, item.subscription.stripe_data
     start, end = period or (_time(data["current_period_start"]), _time(data["current_period_end"]))
     began = _time(data.get("created") or subscription.get("start_date") or data["current_period_start"])
-    ended = removed_at
+    ended = next((c.at for c in changes if c.kind == SubscriptionItemChange.Kind.REMOVED), None)
     if subscription.get("status") in ENDED_SUBSCRIPTION_STATUSES:
         ended_at = subscription.get("ended_at") or subscription.get("canceled_at")
         ended = min(filter(None, [ended, _time(ended_at) if ended_at else end]))
-    if ended is not None and ended <= start:
-        return None  # it ended before this period began
-    aligned = AlignedPeriod.of(
-        max(start, began), min(end, ended) if ended else end, meter.window_size,
-        service_starts=began >= start, service_ends=ended is not None,
-    )
-    target = _target(item, meter, aligned)
-    return replace(target, live=ended is None)
+    first, stop = max(start, began), min(end, ended) if ended else end
+    if stop <= first:
+        return []  # it ended before this period began
+    cuts = [c for c in changes if c.kind == SubscriptionItemChange.Kind.PRICE and first < c.at < stop]
+    bounds = [first] + [c.at for c in cuts] + [stop]
+    prices = [c.old_price_id for c in cuts] + [item.price.id]
+    targets = []
+    for n, price_id in enumerate(prices):
+        meter = _meters().get(_price_meter(item, price_id))
+        if meter is None:
+            continue  # that price is not on a meter Epsilon reports
+        last = n == len(prices) - 1
+        aligned = AlignedPeriod.of(
+            bounds[n], bounds[n + 1] if bounds[n + 1] < end else end, meter.window_size,
+            service_starts=n > 0 or began >= start, service_ends=not last or ended is not None,
+        )
+        target = replace(_target(item, meter, aligned), price_id=price_id, live=last and ended is None)
+        targets.append(target)
+    return targets
+
+
+def _price_meter(item, price_id: str) -> str | None:
+    if price_id == item.price.id:
+        return item.price.stripe_data["recurring"]["meter"]
+    data = Price.objects.filter(id=price_id).values_list("stripe_data", flat=True).first() or {}
+    return (data.get("recurring") or {}).get("meter")
 
 
 def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
