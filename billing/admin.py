@@ -66,19 +66,28 @@ class MeterAdmin(admin.ModelAdmin):
     # Mirrored from Stripe: edit those in Stripe. The usage source and window are ours.
     readonly_fields = [
         "id", "meter_link", "livemode", "display_name", "event_name", "status",
-        "aggregation_formula", "customer_payload_key", "value_payload_key", "created", "updated",
+        "aggregation_formula", "event_time_window", "customer_payload_key", "value_payload_key",
+        "created", "updated",
     ]
     fieldsets = [
         ("Stripe billing meter", {"fields": [
             "id", "meter_link", "display_name", "event_name", "status", "livemode",
-            "aggregation_formula", "customer_payload_key", "value_payload_key",
+            "aggregation_formula", "event_time_window", "customer_payload_key", "value_payload_key",
         ]}),
-        ("Usage source", {"fields": ["source_meter_slug", "window_size"]}),
+        ("Usage source", {
+            "fields": ["source_meter_slug", "window_size"],
+            "description": "A change applies from each customer's next billing period: a period "
+            "already reported keeps the source meter and window its first report used, so "
+            "nothing is counted again.",
+        }),
         (None, {"fields": ["created", "updated"]}),
     ]
 
     def has_add_permission(self, request):
         return False  # meters are created in Stripe (epsilon_setup) and mirrored
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the ledger's reports refer to it; deactivate the meter in Stripe
 
     @admin.display(description="Stripe", ordering="id")
     def meter_link(self, meter):

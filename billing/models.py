@@ -44,6 +44,10 @@ class Meter(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     aggregation_formula = models.CharField(max_length=16, default="sum")
+    event_time_window = models.CharField(
+        max_length=8, blank=True,
+        help_text="Stripe's event time window (hour or day), if any: Epsilon refuses such meters.",
+    )
     customer_payload_key = models.CharField(max_length=100, default="stripe_customer_id")
     value_payload_key = models.CharField(max_length=100, default="value")
     source_meter_slug = models.SlugField(

@@ -27,6 +27,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='meter',
+            name='event_time_window',
+            field=models.CharField(blank=True, help_text="Stripe's event time window (hour or day), if any: Epsilon refuses such meters.", max_length=8),
+        ),
         migrations.CreateModel(
             name='SubscriptionItemChange',
             fields=[

@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from .. import stripe_api, stripe_dashboard
-from . import stripe_sync
+from . import meter_rules, stripe_sync
 
 PRODUCT_METADATA = {"epsilon_object": "product"}
 DEMO_CUSTOMER_METADATA = {"epsilon_demo": "true"}
@@ -58,6 +58,9 @@ def ensure_meter(client):
         lambda m: m.event_name == config["METER_EVENT_NAME"],
     )
     if meter:
+        problem = meter_rules.problem_of_stripe_meter(meter)
+        if problem:
+            raise SetupError(problem)
         return meter, False
     meter = client.v1.billing.meters.create(
         {

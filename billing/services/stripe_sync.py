@@ -22,6 +22,7 @@ def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
         "event_name": stripe_meter.event_name,
         "status": stripe_meter.status,
         "aggregation_formula": stripe_meter.default_aggregation.formula,
+        "event_time_window": getattr(stripe_meter, "event_time_window", None) or "",
         "customer_payload_key": stripe_meter.customer_mapping.event_payload_key,
         "value_payload_key": stripe_meter.value_settings.event_payload_key,
     }

@@ -34,6 +34,7 @@ from django.db.models import Max, Q
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..models import Meter, SubscriptionItemChange, UsageReport
+from .meter_rules import problem_of_mirrored_meter
 from .periods import STRIPE_TIMESTAMP_MAX_AGE, AlignedPeriod
 
 Status = UsageReport.Status
@@ -70,6 +71,8 @@ class ReportTarget:
     conflict: str | None = None
     # Whether the item is still live; False for a final period (cancelled, removed).
     live: bool = True
+    # Why this meter cannot be reported to (meter_rules), or None.
+    meter_error: str | None = None
 
     @property
     def key(self) -> tuple:
@@ -78,7 +81,7 @@ class ReportTarget:
 
     @property
     def error(self) -> str | None:
-        return self.conflict or self.subject_error
+        return self.meter_error or self.conflict or self.subject_error
 
 
 def subject_for(customer_id: str, metadata: dict | None) -> str:
@@ -231,6 +234,7 @@ def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
         period=period,
         test_clock=customer.stripe_data.get("test_clock"),
         source_meter_slug=meter.source_meter_slug,
+        meter_error=problem_of_mirrored_meter(meter),
     )
 
 
@@ -336,6 +340,7 @@ def ledger_target(report: UsageReport, subject=(None, None), test_clock=None) ->
         test_clock=test_clock,
         source_meter_slug=report.source_meter_slug,
         live=False,
+        meter_error=problem_of_mirrored_meter(report.meter),
     )
 
 
