@@ -101,7 +101,14 @@ def _rolled_over(old: dict, new: dict) -> bool:
 
 def periods_billed_by_draft_invoice(invoice: dict) -> list[tuple[str, int, int]]:
     """(item id, start, end) of the subscription item periods a draft invoice bills."""
-    if invoice.get("status") != "draft" or invoice.get("billing_reason") not in PERIOD_INVOICE_REASONS:
+    if invoice.get("status") != "draft":
+        return []
+    return periods_billed_by_invoice(invoice)
+
+
+def periods_billed_by_invoice(invoice) -> list[tuple[str, int, int]]:
+    """(item id, start, end) of the subscription item periods an invoice bills."""
+    if invoice.get("billing_reason") not in PERIOD_INVOICE_REASONS:
         return []
     closed = []
     for line in (invoice.get("lines") or {}).get("data", []):

@@ -370,3 +370,26 @@ def test_large_runs_go_through_the_v2_stream_exactly_once(billing, settings):
     assert billing.stripe_total() == Decimal(15)
     assert billing.emulator.requests(method="POST", path="/v1/billing/meter_events") == []
     assert len(billing.emulator.requests(method="POST", path="/v2/billing/meter_event_stream")) == 2
+
+
+def test_periods_the_mirror_missed_entirely_are_each_reported_into_their_own(stripe_emulated):
+    # The app was down for longer than a period: its mirror still shows the first one,
+    # Stripe has moved two periods on. Each period is billed its own usage, none skipped.
+    from tests.billing_fixtures import subscribe
+
+    billing = subscribe(stripe_emulated, days_ago=63)
+    first = billing.period
+    billing.source.add(billing.customer_id, first.start + timedelta(days=3), 4)
+    billing.source.add(billing.customer_id, first.billing_end + timedelta(days=3), 6)  # the missed period
+    billing.source.add(billing.customer_id, datetime.now(UTC) - timedelta(hours=3), 2)  # the current one
+
+    billing.run(as_of=datetime.now(UTC))
+
+    periods = sorted({(i["period_start"], i["period_end"]) for i in stripe_emulated.invoices(customer=billing.customer_id)})
+    assert len(periods) == 2  # Stripe invoiced the first two periods
+    (_first, (_start, second_end)) = periods
+    assert billing.stripe_total(end=first.billing_end) == Decimal(4)
+    assert billing.stripe_total(start=first.billing_end, end=datetime.fromtimestamp(second_end, UTC)) == Decimal(6)
+    assert billing.stripe_total(start=datetime.fromtimestamp(second_end, UTC)) == Decimal(2)
+    billing.run(as_of=datetime.now(UTC))  # and again: nothing twice
+    assert billing.stripe_total() == Decimal(12)

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import stripe_api
+from .. import stripe_api, webhooks
 from ..models import UsageReport
 from ..usage_sources import get_usage_source
 from . import ledger, stripe_sync, targets as targets_step
@@ -243,22 +243,42 @@ def _roll_ended_periods(client, owed, clock, *, customer_ids) -> list[ReportTarg
     """
     A live item whose mirrored period has ended is refreshed from Stripe, so its new
     period is reported too even if the webhook saying so has not arrived; the ended
-    period, still in `owed`, is reported up to its end in the same run.
+    period, still in `owed`, is reported up to its end in the same run. Periods the
+    mirror missed entirely in between (downtime longer than a period) are read from
+    Stripe's invoices of the subscription, which bill each of them.
     """
-    ended = {t.subscription_id for t in owed if t.live and t.period.billing_end <= clock.as_of(t)}
-    refreshed = False
-    for subscription_id in sorted(ended):
+    ended = {t.subscription_id: t for t in owed if t.live and t.period.billing_end <= clock.as_of(t)}
+    refreshed, missed = [], []
+    for subscription_id, target in sorted(ended.items()):
         try:
-            stripe_sync.sync_subscription(client.v1.subscriptions.retrieve(subscription_id))
-            refreshed = True
+            subscription = client.v1.subscriptions.retrieve(subscription_id)
+            stripe_sync.sync_subscription(subscription)
+            refreshed.append(subscription_id)
+            missed += _missed_periods(client, subscription, target)
         except stripe.StripeError as exc:
             logger.warning("could not refresh subscription %s: %s", subscription_id, exc)
     if not refreshed:
         return owed
-    rolled = targets_step.current_targets(customer_ids=sorted({t.customer_id for t in owed if t.subscription_id in ended}))
+    customers = sorted({ended[s].customer_id for s in refreshed})
+    rolled = targets_step.closed_period_targets(missed) if missed else targets_step.current_targets(customer_ids=customers)
     # The old periods stay as they were owed (up to their end), the new ones join them.
     known = {t.key for t in owed}
     return owed + [t for t in rolled if t.key not in known]
+
+
+def _missed_periods(client, subscription, ended: ReportTarget) -> list[tuple]:
+    """(item, start, end) of the item's periods between the mirrored one and Stripe's current one."""
+    current = {i["id"]: i["current_period_start"] for i in subscription["items"]["data"]}
+    gap_start, gap_end = int(ended.period.billing_end.timestamp()), current.get(ended.subscription_item_id)
+    if gap_end is None or gap_end <= gap_start:
+        return []
+    invoices = client.v1.invoices.list({"subscription": subscription["id"], "created": {"gte": gap_start}, "limit": 100})
+    missed = set()
+    for invoice in invoices.auto_paging_iter():
+        for item_id, start, end in webhooks.periods_billed_by_invoice(invoice):
+            if item_id == ended.subscription_item_id and gap_start <= start and end <= gap_end:
+                missed.add((item_id, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)))
+    return sorted(missed)
 
 
 def _go_time(moment: datetime) -> str:
