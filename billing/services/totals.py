@@ -8,6 +8,7 @@ service began or ended are read in minutes; the rest in the meter's windows.
 """
 
 from collections import defaultdict
+from decimal import Decimal
 
 from ..usage_sources import UsageRequest, UsageSourceError
 from .periods import floor_to_window
@@ -20,24 +21,37 @@ def window_for(request: UsageRequest, window_size: str) -> str:
     return window_size if aligned else "MINUTE"
 
 
-def totals_by_meter(source, requests_by_meter) -> tuple[dict, dict]:
+def query(source, batches) -> tuple[dict, dict]:
     """
-    Totals by (meter id, request) and errors by meter id, for sets of requests per
-    meter: one query per meter and window size; a failing meter fails only its own.
+    One `totals()` call per (source meter, window size) in `batches` (each a set of
+    requests): totals by (source meter, request), errors by source meter.
     """
     totals, errors = {}, {}
-    for meter, requests in requests_by_meter.items():
-        by_window = defaultdict(set)
-        for request in requests:
-            by_window[window_for(request, meter.window_size)].add(request)
-        for window_size, batch in by_window.items():
-            try:
-                answers = source.totals(meter.source_meter_slug, window_size, list(batch))
-            except UsageSourceError as exc:
-                errors[meter.id] = f"usage source {source.name}: {exc}"
-                continue
-            totals.update({(meter.id, request): total for request, total in answers.items()})
+    for (slug, window_size), requests in batches.items():
+        if slug in errors:
+            continue
+        try:
+            answers = source.totals(slug, window_size, list(requests))
+        except UsageSourceError as exc:
+            errors[slug] = f"usage source {source.name}: {exc}"
+            continue
+        totals.update({(slug, request): total for request, total in answers.items()})
     return totals, errors
+
+
+def totals_by_meter(source, requests_by_meter) -> tuple[dict, dict]:
+    """Totals by (meter id, request) and errors by meter id, for sets of requests per meter."""
+    batches = defaultdict(set)
+    for meter, requests in requests_by_meter.items():
+        for request in requests:
+            batches[(meter.source_meter_slug, window_for(request, meter.window_size))].add(request)
+    answers, failed = query(source, batches)
+    totals = {
+        (meter.id, request): answers.get((meter.source_meter_slug, request))
+        for meter, requests in requests_by_meter.items() for request in requests
+        if meter.source_meter_slug not in failed
+    }
+    return totals, {m.id: failed[m.source_meter_slug] for m in requests_by_meter if m.source_meter_slug in failed}
 
 
 def request_for(target: ReportTarget, usage_until) -> UsageRequest:
@@ -49,26 +63,21 @@ def fetch_totals(source, spans: list[tuple[ReportTarget, object]]) -> tuple[dict
     Totals by (target key, usage until) and errors by target key, for each
     (target, usage until) whose target has a subject.
     """
-    batches = defaultdict(dict)
+    wanted, batches = {}, defaultdict(set)
     for target, usage_until in spans:
         if target.subject and usage_until > target.period.start:
-            batch = (target.source_meter_slug or target.meter.source_meter_slug, target.period.query_window(usage_until))
-            batches[batch][(target.key, usage_until)] = request_for(target, usage_until)
-    totals, errors = {}, {}
-    for (slug, window_size), wanted in batches.items():
-        try:
-            answers = source.totals(slug, window_size, list(set(wanted.values())))
-        except UsageSourceError as exc:
-            errors.update({key[0]: f"usage source {source.name}: {exc}" for key in wanted})
-            continue
-        totals.update({key: answers.get(request) for key, request in wanted.items()})
+            slug = target.source_meter_slug or target.meter.source_meter_slug
+            request = request_for(target, usage_until)
+            wanted[(target.key, usage_until)] = (slug, request)
+            batches[(slug, target.period.query_window(usage_until))].add(request)
+    answers, failed = query(source, batches)
+    totals = {key: answers.get(asked) for key, asked in wanted.items() if asked[0] not in failed}
+    errors = {key[0]: failed[slug] for key, (slug, _request) in wanted.items() if slug in failed}
     return totals, errors
 
 
 def invalid_total(total) -> str | None:
     """Why a source's answer cannot be billed, or None."""
-    from decimal import Decimal
-
     if total is None:
         return "the usage source returned no total"
     if not isinstance(total, Decimal) or not total.is_finite():
