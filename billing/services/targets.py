@@ -191,6 +191,9 @@ def _item_targets(item, changes, *, period=None) -> list[ReportTarget]:
     first, stop = max(start, began), min(end, ended) if ended else end
     if stop <= first:
         return []  # it ended before this period began
+    trial_end = _time(subscription["trial_end"]) if subscription.get("trial_end") else None
+    if trial_end is not None and stop <= trial_end:
+        return []  # Stripe bills no usage of a trial: nothing to report for it
     cuts = [c for c in changes if c.kind == SubscriptionItemChange.Kind.PRICE and first < c.at < stop]
     bounds = [first] + [c.at for c in cuts] + [stop]
     prices = [c.old_price_id for c in cuts] + [item.price.id]
@@ -202,7 +205,9 @@ def _item_targets(item, changes, *, period=None) -> list[ReportTarget]:
         last = n == len(prices) - 1
         aligned = AlignedPeriod.of(
             bounds[n], bounds[n + 1] if bounds[n + 1] < end else end, meter.window_size,
-            service_starts=n > 0 or began >= start, service_ends=not last or ended is not None,
+            # A trial's end starts paid service: usage before it is the trial's, never billed.
+            service_starts=n > 0 or began >= start or bounds[n] == trial_end,
+            service_ends=not last or ended is not None,
         )
         target = replace(_target(item, meter, aligned), price_id=price_id, live=last and ended is None)
         targets.append(target)
@@ -357,9 +362,13 @@ def _subjects(customer_ids) -> dict[str, tuple[str | None, str | None]]:
 
 def _merge(targets: list[ReportTarget]) -> list[ReportTarget]:
     """
-    One target per ledger period (the mirror's knowledge first, counted in the windows
-    and from the source of the period's first report), each ended where the next period
-    of its customer and meter begins.
+    One target per ledger period: the mirror's knowledge first, counted in the windows,
+    from the source and from the start of the period's first report. Periods of one
+    customer and meter tile time: each ends where the next begins, and a period that
+    follows another begins where that one's counted usage ended (even when a window
+    size edit between them would round their common bound differently). A ledger
+    period beginning inside a live item's period is a remnant of a conflict (a second
+    item's failed reports), not a period of its own: the live item bills that span.
     """
     by_key = {}
     for target in targets:
@@ -368,22 +377,62 @@ def _merge(targets: list[ReportTarget]) -> list[ReportTarget]:
     by_pair = defaultdict(list)
     for key, target in by_key.items():
         if key in snapshots:
-            window_size, source_slug = snapshots[key]
-            target = replace(target, period=target.period.in_windows(window_size), source_meter_slug=source_slug)
+            window_size, source_slug, start = snapshots[key]
+            period = replace(target.period.in_windows(window_size), start=start)
+            target = replace(target, period=period, source_meter_slug=source_slug)
         by_pair[key[:2]].append(target)
     merged = []
     for group in by_pair.values():
-        group.sort(key=lambda t: t.period.billing_start)
-        for target, following in zip(group, group[1:] + [None]):
-            if following is not None and following.period.billing_start < target.period.billing_end:
-                ended = target.period.ending(following.period.billing_start, service_ends=following.period.service_starts)
-                target = replace(target, period=ended)
-            merged.append(target)
+        merged += _tiled(_without_remnants(group))
     return merged
 
 
-def _period_snapshots(by_key) -> dict[tuple, tuple[str, str]]:
-    """(window size, source slug) of the first report of each period already in the ledger."""
+def _without_remnants(group: list[ReportTarget]) -> list[ReportTarget]:
+    live = [t for t in group if t.live]
+    return [
+        t for t in group
+        if t.live or not any(o.period.billing_start < t.period.billing_start < o.period.billing_end for o in live)
+    ]
+
+
+def _tiled(group: list[ReportTarget]) -> list[ReportTarget]:
+    group = _overlaps_dropped(sorted(group, key=lambda t: t.period.billing_start))
+    tiled = []
+    for target, following in zip(group, group[1:] + [None]):
+        # Two live items in conflict do not end each other: neither is reported.
+        if following is not None and following.period.billing_start < target.period.billing_end and not following.conflict:
+            ended = target.period.ending(following.period.billing_start, service_ends=following.period.service_starts)
+            target = replace(target, period=ended)
+        previous = tiled[-1] if tiled else None
+        if previous is not None and previous.period.billing_end == target.period.billing_start:
+            start = min(previous.period.end, target.period.end)
+            if start != target.period.start:  # counted from where the previous period's usage ended
+                target = replace(target, period=replace(target.period, start=start))
+        tiled.append(target)
+    return tiled
+
+
+def _overlaps_dropped(group: list[ReportTarget]) -> list[ReportTarget]:
+    """
+    An ended period of another item that begins inside an earlier item's period is
+    dropped: the earlier item bills that span (what is left of a conflict). The same
+    item's later period, or a live one, ends the earlier period instead.
+    """
+    kept = []
+    for target in group:
+        previous = kept[-1] if kept else None
+        if (
+            previous is not None and not target.live and not target.conflict and not previous.conflict
+            and target.subscription_item_id != previous.subscription_item_id
+            and target.period.billing_start < previous.period.billing_end
+        ):
+            continue
+        kept.append(target)
+    return kept
+
+
+def _period_snapshots(by_key) -> dict[tuple, tuple[str, str, datetime]]:
+    """(window size, source slug, start) of the first report of each period in the ledger."""
     if not by_key:
         return {}
     first = (
@@ -391,9 +440,9 @@ def _period_snapshots(by_key) -> dict[tuple, tuple[str, str]]:
             meter_id__in={k[0] for k in by_key}, customer_id__in={k[1] for k in by_key},
             billing_start__in={k[2] for k in by_key}, sequence=1,
         )
-        .values_list("meter_id", "customer_id", "billing_start", "window_size", "source_meter_slug")
+        .values_list("meter_id", "customer_id", "billing_start", "window_size", "source_meter_slug", "period_start")
     )
-    return {(m, c, b): (w, s) for m, c, b, w, s in first}
+    return {(m, c, b): (w, s, start) for m, c, b, w, s, start in first}
 
 
 def _meters() -> dict[str, Meter]:
