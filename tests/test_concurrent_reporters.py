@@ -224,3 +224,58 @@ def test_faults_kills_and_concurrent_reporters_together_still_add_up_exactly(fle
     assert kills >= 4, "a round's kills missed its reporters"
     assert set(injected) >= {"429", "500", "lost"}, f"not every fault was injected: {injected}"
     assert_stripe_matches_the_source(emulator, customers, started)
+
+
+def test_a_closing_run_killed_mid_send_leaves_each_period_exactly_its_usage(postgres_only, stripe_emulated):
+    """
+    Subscriptions whose period ended a day ago: the closing run reports the old period
+    up to its end and the new one from there. Killed after Stripe recorded a few of its
+    events, the next run finishes both periods, each with exactly its own usage.
+    """
+    emulator = stripe_emulated
+    real_now = int(time.time())
+    started = datetime.fromtimestamp(real_now, UTC).replace(minute=45, second=0, microsecond=0) - timedelta(days=31)
+    emulator.set_time(int(started.timestamp()), freeze=True)
+    stripe_setup.ensure_epsilon_objects()
+    client = emulator.client()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    customers, ends = [], {}
+    for n in range(6):
+        customer = client.v1.customers.create({"email": f"close{n}@example.com"})
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        stripe_sync.sync_customer(customer)
+        stripe_sync.sync_subscription(subscription)  # the mirror still shows the first period
+        customers.append(customer.id)
+        ends[customer.id] = datetime.fromtimestamp(subscription["items"]["data"][0]["current_period_end"], UTC)
+    emulator.set_time(real_now, freeze=False)
+    rng = random.Random(5)
+    end = next(iter(ends.values()))
+    meter_services.ingest_events([
+        execution(f"close-{c}-{k}", c, moment, rng.randint(1, 9))
+        for c in customers for k, moment in enumerate(
+            [started + timedelta(days=3), end - timedelta(minutes=30), end - timedelta(minutes=10), end + timedelta(hours=2)]
+        )
+    ])
+
+    gate = emulator.gate(let_through=3, hold="after")
+    run = start_reporter(reporter_env(emulator))
+    assert gate.wait_held(timeout=GATE_TIMEOUT), "the closing run reached no meter event"
+    assert kill_running([run]) == 1
+    gate.release()
+    run.communicate(timeout=60)
+    assert set(gate.held) <= pending_identifiers()  # killed between Stripe's answer and the settle
+
+    final = start_reporter(reporter_env(emulator))
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    source = EmbeddedUsageSource()
+    aligned_end = end.replace(minute=0)
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    old = source.totals("m1", "MINUTE", [UsageRequest(c, started, aligned_end) for c in customers])
+    new = source.totals("m1", "HOUR", [UsageRequest(c, aligned_end, until) for c in customers])
+    for c in customers:
+        in_old = Decimal(emulator.meter_event_totals(customer=c, end=int(ends[c].timestamp()))["total"])
+        in_new = Decimal(emulator.meter_event_totals(customer=c, start=int(ends[c].timestamp()))["total"])
+        assert (in_old, in_new) == (old[UsageRequest(c, started, aligned_end)], new[UsageRequest(c, aligned_end, until)]), c
+    assert sum(old.values()) > 0 and sum(new.values()) > 0
+    assert not UsageReport.objects.filter(status="pending").exists()
