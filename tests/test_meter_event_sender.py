@@ -137,6 +137,62 @@ def test_a_refused_event_fails_without_retrying(stripe_emulator, customers_and_m
     assert "InvalidRequestError (HTTP 400" in result.error and "timestamp" in result.error
 
 
+def test_stripes_duplicate_identifier_answer_counts_as_sent_whatever_its_param(stripe_emulator, customers_and_meter):
+    from stripe_emulator.errors import InvalidRequest
+
+    client, meter, customers = customers_and_meter
+    [call] = calls_for(customers[:1], meter, per_customer=1)
+
+    def duplicate(ctx, call_next):  # Stripe's message, with no param on the error
+        if ctx.path == "/v1/billing/meter_events":
+            raise InvalidRequest(f"An event already exists with identifier {call.identifier}.")
+        return call_next()
+
+    stripe_emulator.app.use(duplicate, name="duplicate")
+    [result] = MeterEventSender(client, per_second=1000, workers=1).send_all([call]).values()
+
+    assert (result.status, result.error) == ("sent", "")
+
+
+def test_a_409_for_a_key_still_in_progress_is_retried_not_failed(stripe_emulator, customers_and_meter):
+    from stripe_emulator.errors import StripeError
+
+    client, meter, customers = customers_and_meter
+    remaining = {"n": 1}
+
+    def in_progress(ctx, call_next):
+        if ctx.path == "/v1/billing/meter_events" and remaining["n"]:
+            remaining["n"] -= 1
+            raise StripeError("There is currently another in-progress request using this Idempotent Key.",
+                              status=409, type="idempotency_error", code="idempotency_key_in_use")
+        return call_next()
+
+    stripe_emulator.app.use(in_progress, name="in_progress")
+    sender = MeterEventSender(client, per_second=1000, workers=1, backoff_initial=0.01, sleep=lambda s: None)
+    [result] = sender.send_all(calls_for(customers[:1], meter, per_customer=1)).values()
+
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert stripe_emulator.meter_event_totals(meter=meter.id)["total"] == "1"
+
+
+def test_a_run_after_a_crash_does_not_reuse_the_dead_runs_idempotency_keys(stripe_emulator, customers_and_meter):
+    # The dead run's first attempt got a 500, which Stripe replays for its key for 24 hours.
+    client, meter, customers = customers_and_meter
+    [call] = calls_for(customers[:1], meter, per_customer=1)
+    stripe_emulator.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    dead = MeterEventSender(client, per_second=1000, workers=1, max_attempts=1)
+    assert dead.send_all([call])[call.report_id].status == "pending"
+    stripe_emulator.set_faults(rate_500=0.0)
+
+    # The next run resends the row with the same attempt count (the dead run settled nothing).
+    [result] = MeterEventSender(client, per_second=1000, workers=1, max_attempts=1).send_all([call]).values()
+
+    assert result.status == "sent"
+    keys = [r["idempotency_key"] for r in stripe_emulator.requests(path="/v1/billing/meter_events")]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert stripe_emulator.meter_event_totals(meter=meter.id)["total"] == "1"
+
+
 # --- the v2 meter event stream -------------------------------------------------------
 
 

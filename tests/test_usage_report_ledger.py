@@ -87,3 +87,22 @@ def test_usage_values_keep_their_decimals(meter):
     report = UsageReport.objects.get()
     assert report.usage_total == Decimal("12.345678")
     assert report.value_sent == Decimal("-0.000001")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_that_outlasts_its_lease_keeps_its_rows_from_other_runs(meter):
+    # While a run sends, its rows' lease is renewed, so another run finds nothing to take.
+    from billing.services import ledger
+
+    report = make_report(meter, sequence=1, status="pending")
+    UsageReport.objects.filter(pk=report.pk).update(updated=timezone.now() - timedelta(hours=1))
+    keeper = ledger.LeaseKeeper([report.pk], lease_seconds=60)
+
+    assert keeper.renew() == 1
+    resend, too_old = ledger.claim_orphans(lease=timedelta(seconds=60))
+    assert (resend, too_old) == ([], [])
+    with keeper:  # as the run's send does: no thread left behind
+        assert keeper._thread is not None and keeper._thread.is_alive()
+    assert not keeper._thread.is_alive()
+    UsageReport.objects.filter(pk=report.pk).update(status="sent", sent_at=timezone.now())
+    assert keeper.renew() == 0  # a settled row is left alone

@@ -19,18 +19,30 @@ database connection is shared or opened per thread.
 
 import threading
 import time
+import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import stripe
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ..models import ReportStatus
 
 # Stripe may or may not have recorded the event: retry, then keep it pending.
 UNCERTAIN_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+# Stripe's answer to an identifier it has seen in the last 24 hours: the event counts once.
+DUPLICATE_IDENTIFIER_MESSAGE = "an event already exists with identifier"
+
+
+def is_uncertain(exc: BaseException) -> bool:
+    """
+    Whether Stripe may have recorded the event: network errors, 5xx, 429, and a 409
+    (another request with the same Idempotency-Key still in progress, whose outcome is
+    not ours to know yet).
+    """
+    return isinstance(exc, UNCERTAIN_ERRORS) or (isinstance(exc, stripe.StripeError) and exc.http_status == 409)
 STREAM_BATCH_SIZE = 100  # Stripe's limit per v2 stream request
 # Start a new stream session this long before the current one expires.
 SESSION_MARGIN = timedelta(minutes=1)
@@ -94,13 +106,16 @@ class _Sender:
         self.max_attempts = max(1, max_attempts)
         self.wait = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.sleep = sleep
+        # Idempotency-Keys of this run's own: Stripe replays a key's first answer (a 500
+        # included) for 24 hours, so a run after a crash must not reuse the dead run's.
+        self.run_key = uuid.uuid4().hex[:12]
 
     def _with_retries(self, attempt, retry_on) -> None:
         """Call `attempt` until it succeeds, fails for certain, or attempts run out."""
         Retrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self.wait,
-            retry=retry_if_exception_type(retry_on),
+            retry=retry_if_exception(retry_on),
             sleep=self.sleep,
             reraise=True,
         )(attempt)
@@ -135,29 +150,29 @@ class MeterEventSender(_Sender):
             self.client.v1.billing.meter_events.create(
                 call.params,
                 {
-                    "idempotency_key": f"epsilon:{call.identifier}:{call.attempts_before + attempts}",
+                    "idempotency_key": f"epsilon:{call.identifier}:{self.run_key}:{call.attempts_before + attempts}",
                     "max_network_retries": 0,  # retried here, visibly
                 },
             )
 
         try:
-            self._with_retries(attempt, UNCERTAIN_ERRORS)
-        except UNCERTAIN_ERRORS as exc:
-            return SendResult(
-                ReportStatus.PENDING, f"outcome unknown after {attempts} attempt(s), will resend: {describe(exc)}", attempts
-            )
-        except stripe.InvalidRequestError as exc:
-            if is_duplicate_identifier(exc):  # an earlier attempt got through
+            self._with_retries(attempt, is_uncertain)
+        except stripe.StripeError as exc:
+            if is_duplicate_identifier(exc):  # an earlier attempt (or run) got through
                 return SendResult(ReportStatus.SENT, "", attempts)
-            return SendResult(ReportStatus.FAILED, describe(exc), attempts)
-        except stripe.StripeError as exc:  # authentication, permission, idempotency mismatch
+            if is_uncertain(exc):
+                return SendResult(
+                    ReportStatus.PENDING, f"outcome unknown after {attempts} attempt(s), will resend: {describe(exc)}", attempts
+                )
+            # Authentication, permission, a request Stripe refused for certain.
             return SendResult(ReportStatus.FAILED, describe(exc), attempts)
         return SendResult(ReportStatus.SENT, "", attempts)
 
 
-def is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
-    message = (exc.user_message or "").lower()
-    return exc.param == "identifier" and "already" in message
+def is_duplicate_identifier(exc: stripe.StripeError) -> bool:
+    """Stripe's 400 for an identifier it already has: by its message, whatever the param."""
+    message = (exc.user_message or str(exc) or "").lower()
+    return exc.http_status == 400 and DUPLICATE_IDENTIFIER_MESSAGE in message
 
 
 def describe(exc: stripe.StripeError) -> str:
@@ -204,17 +219,19 @@ class MeterEventStreamSender(_Sender):
                 self._session = None  # a new session, then retry
                 raise
 
-        retry_on = UNCERTAIN_ERRORS + (stripe.TemporarySessionExpiredError,)
+        def retry_on(exc):
+            return is_uncertain(exc) or isinstance(exc, stripe.TemporarySessionExpiredError)
+
         try:
             self._with_retries(attempt, retry_on)
-        except retry_on as exc:
+        except stripe.StripeError as exc:
+            if not retry_on(exc):
+                return SendResult(ReportStatus.FAILED, f"v2 stream batch refused: {describe(exc)}", attempts)
             return SendResult(
                 ReportStatus.PENDING,
                 f"outcome unknown after {attempts} attempt(s) of a v2 stream batch, will resend: {describe(exc)}",
                 attempts,
             )
-        except stripe.StripeError as exc:
-            return SendResult(ReportStatus.FAILED, f"v2 stream batch refused: {describe(exc)}", attempts)
         return SendResult(ReportStatus.SENT, "", attempts)
 
     def _stream_client(self):

@@ -18,8 +18,10 @@ def send_reports(reports: list[UsageReport], client) -> None:
     """Send pending rows' meter events and settle each with what Stripe said."""
     if not reports:
         return
-    # No lease refresh here: each row was written or claimed (updated = now) just before.
-    results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
+    # Each row was written or claimed (updated = now) just before; the lease is kept
+    # while the send lasts, so no other run takes a row this one is still sending.
+    with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=settings.EPSILON["PENDING_LEASE_SECONDS"]):
+        results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
     ledger.settle(results, reports)
 
 
