@@ -30,7 +30,7 @@ Status = UsageReport.Status
 MAX_CHART_BARS = 72
 CHART_BUCKETS = [WINDOWS["MINUTE"], WINDOWS["HOUR"], WINDOWS["DAY"], timedelta(days=7)]
 # Rows that say how far the ledger has reported: sent, or "nothing new" up to then.
-REPORTED = Q(status__in=[Status.SENT, Status.SKIPPED]) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+REPORTED = Q(status__in=[Status.SENT, Status.SKIPPED, Status.CARRIED]) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
 
 
 # --- usage per metered subscription item --------------------------------------

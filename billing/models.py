@@ -85,6 +85,9 @@ class ReportStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    # Late usage of a period whose invoice Stripe had finalized: not sent into it, but
+    # counted, and billed with the customer's next period (its carry_in).
+    CARRIED = "carried", "Carried to the next period"
 
 
 class ReportTrigger(models.TextChoices):
@@ -293,6 +296,33 @@ class SubscriptionItemChange(models.Model):
 
     def __str__(self):
         return f"{self.item_id} {self.get_kind_display().lower()} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class FinalizedInvoiceLine(models.Model):
+    """
+    A subscription item's period on an invoice Stripe has finalized. After that Stripe
+    never changes the invoice: usage of that period reported later would sit in the
+    meter and on no invoice, so the ledger carries it to the customer's next period.
+    """
+
+    invoice_id = models.CharField(max_length=255)
+    customer_id = models.CharField(max_length=255)
+    subscription_item_id = models.CharField(max_length=255)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    finalized_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_end"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice_id", "subscription_item_id", "period_start"], name="finalized_line_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["customer_id", "period_end"])]
+
+    def __str__(self):
+        return f"{self.invoice_id} {self.subscription_item_id} to {self.period_end:%Y-%m-%d %H:%M}"
 
 
 class PeriodReconciliation(models.Model):

@@ -66,6 +66,14 @@ def spans_closed_by_item_changes(event) -> list[tuple[str, int, int]]:
     ]
 
 
+@djstripe_receiver("invoice.finalized")
+def remember_finalized_invoice(sender, event, **kwargs):
+    """Stripe never changes a finalized invoice: later usage of its periods is carried on."""
+    from .services import invoices
+
+    invoices.record_finalized(event.data.get("object") or {})
+
+
 @djstripe_receiver("invoice.created")
 def flush_usage_before_invoice_finalizes(sender, event, **kwargs):
     closed = periods_billed_by_draft_invoice(event.data.get("object") or {})

@@ -132,3 +132,34 @@ def test_replayed_cycle_webhooks_report_nothing_twice(cycle):
 
     assert list(UsageReport.objects.filter(status="sent").values_list("identifier", flat=True)) == sent_before
     assert Decimal(emulator.meter_event_totals(customer=customer_id)["total"]) == 30
+
+
+def test_late_usage_reaches_the_draft_invoice_and_after_finalization_the_next_one(cycle):
+    """
+    Usage of a closed period that arrives during Stripe's grace hour is billed on its
+    draft invoice; what arrives after the invoice finalized is never "sent" into it (it
+    would sit in the meter, on no invoice): it is carried to the next period's invoice.
+    """
+    emulator, client, clock, customer_id, first = cycle
+    meter_services.ingest_events([execution("on-time", customer_id, first.start + timedelta(hours=3), 30)])
+    advance(emulator, clock, first.billing_end + timedelta(minutes=10))  # closed: drafted, reported
+
+    meter_services.ingest_events([execution("late", customer_id, first.end - timedelta(minutes=40), 8)])
+    call_command("report_usage", stdout=StringIO())  # within the grace hour
+    advance(emulator, clock, first.billing_end + timedelta(hours=2))  # finalized
+    assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 30 + 8
+
+    meter_services.ingest_events([execution("too-late", customer_id, first.end - timedelta(minutes=20), 5)])
+    out = StringIO()
+    call_command("report_usage", stdout=out)
+    carried = UsageReport.objects.get(billing_start=first.billing_start, status="carried")
+    assert "carried to the customer's next period" in carried.error and "status: carried" in out.getvalue()
+    assert Decimal(emulator.meter_event_totals(customer=customer_id, end=int(first.billing_end.timestamp()))["total"]) == 38
+
+    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
+    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
+    call_command("report_usage", stdout=StringIO())
+    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
+    advance(emulator, clock, second.billing_end + timedelta(hours=2))
+    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 5 + 4
+    assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 38  # never changed

@@ -41,7 +41,8 @@ STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
 # Resend a pending event only well inside Stripe's dedupe window.
 SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
 # Rows whose usage total is part of the customer's running total.
-COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.CARRIED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+SETTLED_COUNTED = (Status.SENT, Status.SKIPPED, Status.CARRIED)
 IN_FLIGHT_MESSAGE = "another report of this period is in flight; it will be settled first"
 
 
@@ -92,13 +93,19 @@ def claim(target: ReportTarget, usage_until, total: Decimal, *, trigger: str, no
             if changed:
                 return _failed(target, usage_until, total, changed, trigger, rows)
             carry, units = owed(target, total)
-            counted = [row for row in rows if row.status in (Status.SENT, Status.SKIPPED) and row.trigger != UsageReport.Trigger.RECONCILE]
+            counted = [row for row in rows if row.status in SETTLED_COUNTED and row.trigger != UsageReport.Trigger.RECONCILE]
             sent = sum((row.value_sent for row in counted), Decimal(0))
             base = counted[-1].usage_total if counted else Decimal(0)
             last = rows[-1] if rows else None
             value = units - sent
             if value == 0:
                 return _skip(target, usage_until, total, carry, last, counted, trigger)
+            if target.invoice_final:  # Stripe would hold it on no invoice: bill it next period
+                note = (
+                    f"Stripe finalized this period's invoice: {value:+} unit(s) of late usage are "
+                    "not sent into it, but carried to the customer's next period"
+                )
+                return _skip(target, usage_until, total, carry, last, counted, trigger, status=Status.CARRIED, note=note)
             timestamp = target.period.event_timestamp(usage_until)
             rejection = timestamp_rejection(timestamp, now)
             report = _row(target, usage_until, total, value, Status.FAILED if rejection else Status.PENDING, trigger, last)
@@ -122,16 +129,19 @@ def _subject_change(rows, subject: str | None) -> str | None:
     )
 
 
-def _skip(target, usage_until, total, carry, last, counted, trigger) -> UsageReport:
-    """Nothing new: say so once, and keep that one row up to date on later runs."""
-    base = counted[-2].usage_total if last and last.status == Status.SKIPPED and len(counted) > 1 else None
-    if last and last.status == Status.SKIPPED:
+def _skip(target, usage_until, total, carry, last, counted, trigger, *, status=Status.SKIPPED, note="") -> UsageReport:
+    """
+    Nothing to send (nothing new, or usage carried on): say so once, and keep that one
+    row up to date on later runs. Its total still counts toward the customer's carry.
+    """
+    base = counted[-2].usage_total if last and last.status == status and len(counted) > 1 else None
+    if last and last.status == status:
         last.usage_until, last.usage_total, last.trigger, last.carry_in = usage_until, total, trigger, carry
-        last.usage_delta = total - (base if base is not None else Decimal(0))
-        last.save(update_fields=["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "updated"])
+        last.usage_delta, last.error = total - (base if base is not None else Decimal(0)), note
+        last.save(update_fields=["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "error", "updated"])
         return last
-    report = _row(target, usage_until, total, Decimal(0), Status.SKIPPED, trigger, last)
-    report.carry_in = carry
+    report = _row(target, usage_until, total, Decimal(0), status, trigger, last)
+    report.carry_in, report.error = carry, note
     report.usage_delta = total - (counted[-1].usage_total if counted else Decimal(0))
     report.save()
     return report

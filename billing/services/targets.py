@@ -34,6 +34,7 @@ from django.db.models import Max, Q
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..models import Meter, SubscriptionItemChange, UsageReport
+from . import invoices
 from .meter_rules import problem_of_mirrored_meter
 from .periods import STRIPE_TIMESTAMP_MAX_AGE, AlignedPeriod
 
@@ -43,7 +44,7 @@ LIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "unpaid")
 # Subscriptions whose service has ended: their final period is still owed.
 ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
 # Counting toward "reported up to": what reached Stripe, or had nothing to send.
-REPORTED = Q(status__in=(Status.SENT, Status.SKIPPED))
+REPORTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.CARRIED))
 
 
 class SubjectMappingError(Exception):
@@ -73,6 +74,10 @@ class ReportTarget:
     live: bool = True
     # Why this meter cannot be reported to (meter_rules), or None.
     meter_error: str | None = None
+    # Stripe finalized the invoice of this (ended) period: late usage is carried on.
+    invoice_final: bool = False
+    # An ended period reported up to its end: only late usage can still change it.
+    finished: bool = False
 
     @property
     def key(self) -> tuple:
@@ -136,7 +141,7 @@ def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> li
     ]
     mirrored = _flag_conflicts(mirrored)
     ledger = _ledger_periods(customer_ids=customer_ids, since=now - STRIPE_TIMESTAMP_MAX_AGE)
-    return _unfinished(_merge(mirrored + ledger))
+    return _unfinished(with_invoice_state(_merge(mirrored + ledger)), now=now)
 
 
 def customers_of(subscription_ids, customer_ids=None) -> list[str]:
@@ -165,7 +170,7 @@ def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
     known = {t.key for t in owed}
     unseen = [t for t in explicit if t.key not in known]
     checked = _flag_conflicts(unseen + [t for t in owed if t.live])
-    return _unfinished(_merge(owed + [t for t in checked if not t.live]))
+    return _unfinished(with_invoice_state(_merge(owed + [t for t in checked if not t.live])), now=now or datetime.now(UTC))
 
 
 def _changes(items) -> dict[str, list[SubscriptionItemChange]]:
@@ -308,8 +313,23 @@ def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
     return [ledger_target(r, subjects.get(r.customer_id, (None, None)), clocks.get(r.customer_id)) for r in reports]
 
 
-def _unfinished(targets: list[ReportTarget]) -> list[ReportTarget]:
-    """Live periods, and ended ones not yet reported up to their end (one query)."""
+def with_invoice_state(targets: list[ReportTarget]) -> list[ReportTarget]:
+    """Ended periods whose invoice Stripe has finalized are marked so (one query)."""
+    ended = [t for t in targets if not t.live]
+    if not ended:
+        return targets
+    final = invoices.finalized_ends({t.customer_id for t in ended})
+    return [
+        replace(t, invoice_final=True) if not t.live and (t.subscription_item_id, t.period.billing_end) in final else t
+        for t in targets
+    ]
+
+
+def _unfinished(targets: list[ReportTarget], *, now) -> list[ReportTarget]:
+    """
+    Ended periods reported up to their end are marked `finished` (one query): the run
+    still looks at them while their invoice may take late usage (`watching_late_usage`).
+    """
     ended = [t for t in targets if not t.live]
     if not ended:
         return targets
@@ -324,7 +344,15 @@ def _unfinished(targets: list[ReportTarget]) -> list[ReportTarget]:
         .annotate(until=Max("usage_until"))
         .order_by()
     )
-    return [t for t in targets if t.live or (reported.get(t.key) or t.period.start) < t.period.end]
+    return [
+        t if t.live or (reported.get(t.key) or t.period.start) < t.period.end else replace(t, finished=True)
+        for t in targets
+    ]
+
+
+def watching_late_usage(target: ReportTarget, now) -> bool:
+    """Whether a run reports this target: any but a finished period past Stripe's longest grace."""
+    return not target.finished or target.period.billing_end > now - invoices.MAX_GRACE
 
 
 def ledger_target(report: UsageReport, subject=(None, None), test_clock=None) -> ReportTarget:

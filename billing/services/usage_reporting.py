@@ -23,7 +23,7 @@ events (same identifiers) instead of computing new ones.
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import stripe
@@ -34,7 +34,7 @@ from django.utils import timezone
 from .. import stripe_api, webhooks
 from ..models import UsageReport
 from ..usage_sources import get_usage_source
-from . import ledger, stripe_sync, targets as targets_step
+from . import invoices, ledger, stripe_sync, targets as targets_step
 from .ledger import InFlight
 from .send import send_reports
 from .targets import ReportTarget
@@ -154,6 +154,7 @@ def report_usage(
     clock = RunClock.for_targets(owed, client, as_of=as_of)
     if not dry_run:
         owed = _roll_ended_periods(client, owed, clock, customer_ids=customer_ids)
+        owed = _with_finalized_invoices(client, owed, clock)
     result.outcomes += report_targets(owed, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run)
     return result
 
@@ -180,6 +181,7 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
     Report each target up to the last whole window before its as-of time: write every
     ledger row first, then send the pending ones together, at the rate Stripe allows.
     """
+    owed = [t for t in owed if targets_step.watching_late_usage(t, clock.now(t))]
     spans = [(t, t.period.usage_until(clock.as_of(t))) for t in owed]
     spans = [(t, until) for t, until in spans if until > t.period.start or t.error]
     totals, source_errors = fetch_totals(source, [(t, u) for t, u in spans if not t.error])
@@ -224,8 +226,6 @@ def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
     the same identifier, which Stripe deduplicates within 24 hours.
     """
-    from datetime import timedelta
-
     lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
     resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
     send_reports(resend, client)
@@ -264,6 +264,21 @@ def _roll_ended_periods(client, owed, clock, *, customer_ids) -> list[ReportTarg
     # The old periods stay as they were owed (up to their end), the new ones join them.
     known = {t.key for t in owed}
     return owed + [t for t in rolled if t.key not in known]
+
+
+def _with_finalized_invoices(client, owed, clock) -> list[ReportTarget]:
+    """
+    Ended periods whose invoice may have finalized without this app hearing of it (no
+    webhook): Stripe's invoice list says, one call per such customer.
+    """
+    unknown = [
+        t for t in owed if not t.live and not t.invoice_final and targets_step.watching_late_usage(t, clock.now(t))
+    ]
+    if not unknown:
+        return owed
+    since = min(t.period.billing_end for t in unknown) - timedelta(hours=1)
+    invoices.refresh_finalized(client, {t.customer_id for t in unknown}, since=since)
+    return targets_step.with_invoice_state(owed)
 
 
 def _missed_periods(client, subscription, ended: ReportTarget) -> list[tuple]:

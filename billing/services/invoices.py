@@ -1,0 +1,62 @@
+"""
+Invoices: which billing periods Stripe has finalized, so nothing is "sent" into them.
+
+At a period's end Stripe drafts the invoice and finalizes it after a grace period (an
+hour by default, up to 72 hours); usage of the period reported during the grace period
+is billed on it. After finalization the invoice never changes. The ledger keeps sending
+a closed period's late usage while its invoice is a draft, and carries what comes after
+to the customer's next period. Finalization is learnt from `invoice.finalized` webhooks
+and, for runs that did not get them, from Stripe's invoice list.
+"""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import stripe
+from django.utils import timezone
+
+from ..models import FinalizedInvoiceLine
+from .. import webhooks
+
+logger = logging.getLogger(__name__)
+
+# Stripe's longest grace period: a closed period's late usage is looked at this long.
+MAX_GRACE = timedelta(hours=72)
+
+
+def record_finalized(invoice) -> int:
+    """Record the item periods of a finalized invoice; how many were new."""
+    if invoice.get("status") in (None, "draft"):
+        return 0
+    finalized = (invoice.get("status_transitions") or {}).get("finalized_at") or invoice.get("created")
+    new = 0
+    for item_id, start, end in webhooks.periods_billed_by_invoice(invoice):
+        _line, created = FinalizedInvoiceLine.objects.get_or_create(
+            invoice_id=invoice["id"], subscription_item_id=item_id, period_start=_time(start),
+            defaults={"customer_id": invoice.get("customer") or "", "period_end": _time(end),
+                      "finalized_at": _time(finalized) if finalized else timezone.now()},
+        )
+        new += created
+    return new
+
+
+def refresh_finalized(client, customer_ids, *, since: datetime) -> None:
+    """Read the recent invoices of these customers from Stripe (runs without webhooks)."""
+    for customer_id in sorted(customer_ids):
+        try:
+            page = client.v1.invoices.list({"customer": customer_id, "created": {"gte": int(since.timestamp())}, "limit": 100})
+            for invoice in page.auto_paging_iter():
+                record_finalized(invoice)
+        except stripe.StripeError as exc:
+            logger.warning("could not read the invoices of %s: %s", customer_id, exc)
+
+
+def finalized_ends(customer_ids) -> set[tuple[str, datetime]]:
+    """(subscription item, period end) of every finalized item period of these customers."""
+    return set(
+        FinalizedInvoiceLine.objects.filter(customer_id__in=customer_ids).values_list("subscription_item_id", "period_end")
+    )
+
+
+def _time(value) -> datetime:
+    return datetime.fromtimestamp(int(value), UTC)
