@@ -86,3 +86,32 @@ def test_command_prints_each_period_and_fails_on_drift(reported):
         assert "status: corrected" in out.getvalue()
     assert PeriodReconciliation.objects.get().status == "corrected"
     assert UsageReport.objects.filter(trigger="reconcile").count() == 1
+
+
+def test_a_customer_on_a_test_clock_ahead_of_real_time_is_checked_by_the_clocks_time(stripe_emulated):
+    # Stripe stamps and sums a test-clock customer's events by the clock: capping the
+    # summary at this machine's now would miss them and report false drift.
+    import time
+    from datetime import UTC, datetime
+
+    from billing.services import stripe_setup, stripe_sync, usage_reporting
+    from tests.usage_doubles import RecordedUsage
+
+    client = stripe_emulated.client()
+    ahead = datetime.fromtimestamp(int(time.time()), UTC).replace(minute=0, second=0) + timedelta(days=3)
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(ahead.timestamp())})
+    stripe_setup.ensure_epsilon_objects()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    customer = client.v1.customers.create({"email": "ahead@example.com", "test_clock": clock.id})
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    stripe_sync.sync_customer(customer)
+    stripe_sync.sync_subscription(subscription)
+    source = RecordedUsage()
+    source.add(customer.id, ahead + timedelta(minutes=30), 6)
+    stripe_emulated.advance_test_clock(clock.id, int((ahead + 2 * HOUR).timestamp()))
+    usage_reporting.report_usage(trigger=UsageReport.Trigger.COMMAND, source=source)
+    assert Decimal(stripe_emulated.meter_event_totals(customer=customer.id)["total"]) == 6
+
+    [result] = reconciliation.reconcile(settle_delay=timedelta(0), source=source)
+
+    assert (result.status, result.ledger_units, result.stripe_units) == ("ok", 6, 6)

@@ -397,3 +397,27 @@ def test_periods_the_mirror_missed_entirely_are_each_reported_into_their_own(str
     assert billing.stripe_total(start=datetime.fromtimestamp(second_end, UTC)) == Decimal(6 + 2)
     billing.run(as_of=datetime.now(UTC))  # and again: nothing twice
     assert billing.stripe_total() == Decimal(12)
+
+
+@pytest.mark.parametrize(("fault", "landed"), [("rate_lost", True), ("rate_500", False)], ids=["landed", "never-landed"])
+def test_a_report_whose_outcome_is_unknown_past_the_dedupe_window_is_resolved_by_stripes_summary(
+    billing, settings, fault, landed
+):
+    # Stripe's answer was lost (the event landed) or a 500 (it did not); a day later
+    # the identifier no longer dedupes, so Stripe's meter summary decides, and usage is
+    # billed once either way.
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_MAX_ATTEMPTS": 1}
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 7)
+    billing.emulator.set_faults(**{fault: 1.0}, paths=["/v1/billing/meter_events"])
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    report = UsageReport.objects.get(status="pending")
+    billing.emulator.set_faults(**{fault: 0.0})
+    a_day_ago = datetime.now(UTC) - timedelta(hours=25)
+    UsageReport.objects.filter(pk=report.pk).update(created=a_day_ago, updated=a_day_ago)
+
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+
+    report.refresh_from_db()
+    assert report.status == ("sent" if landed else "failed"), report.error
+    assert billing.stripe_total() == Decimal(7)
+    assert not UsageReport.objects.filter(status="pending").exists()

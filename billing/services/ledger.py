@@ -303,12 +303,33 @@ def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageRep
         if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
             claimed.append(report)
     too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]
-    for report in too_old:
-        # Resending now could count twice and dropping it could lose usage: keep it
-        # pending, blocking its period, until someone checks Stripe's meter summaries.
-        report.error = (
-            "outcome unknown and older than Stripe's 24-hour dedupe window: not resent. "
-            "Check the customer's meter event summary in Stripe, then mark this row sent or failed."
-        )
-        UsageReport.objects.filter(pk=report.pk).update(error=report.error)
     return [r for r in claimed if r not in too_old], too_old
+
+
+def resolve_beyond_dedupe(report: UsageReport, stripe_units: Decimal) -> UsageReport:
+    """
+    A pending row older than Stripe's identifier dedupe window can no longer be resent
+    safely; Stripe's meter summary of its period (settled by then) says whether it
+    landed. Stripe holds what the period's sent rows sent plus this row: it is sent.
+    Stripe holds only the sent rows: it never landed, so it fails, and the period's
+    next report sends its usage under a new identifier. Anything else stays pending,
+    with both numbers, for an operator (resending could count twice, dropping lose).
+    """
+    sent = UsageReport.objects.filter(
+        meter_id=report.meter_id, customer_id=report.customer_id, billing_start=report.billing_start,
+        status=Status.SENT,
+    ).aggregate(total=Sum("value_sent", default=Decimal(0)))["total"]
+    now = timezone.now()
+    if stripe_units == sent + report.value_sent:
+        fields = {"status": Status.SENT, "sent_at": now, "error": "landed: Stripe's meter summary of the period holds it (checked after the dedupe window)"}
+    elif stripe_units == sent:
+        fields = {"status": Status.FAILED, "error": "never reached Stripe (its meter summary of the period lacks it, checked after the dedupe window); the period's next report sends the usage"}
+    else:
+        fields = {"error": (
+            f"outcome unknown and older than Stripe's 24-hour dedupe window: not resent. Stripe's meter "
+            f"summary of the period holds {stripe_units}, the ledger's sent reports {sent}, this one "
+            f"{report.value_sent}: check the customer's meter events in Stripe, then mark this row sent or failed."
+        )}
+    UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(updated=now, **fields)
+    report.refresh_from_db()
+    return report

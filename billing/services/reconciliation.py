@@ -9,7 +9,7 @@ compensating meter event, sent through the same ledger-first path as every repor
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 import stripe
@@ -138,17 +138,31 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
 
 def stripe_summary_total(client, period: LedgerPeriod) -> Decimal:
     """Stripe's total of the customer's events stamped inside the aligned period."""
-    end = min(period.period_end, _next_minute(timezone.now()))
+    return stripe_units_between(client, period.meter, period.customer_id, period.period_start, period.period_end)
+
+
+def stripe_units_between(client, meter, customer_id: str, start, end) -> Decimal:
+    """
+    Stripe's total of a customer's events stamped in [start, end), up to the customer's
+    now: its test clock's time when it lives on one (Stripe stamps and sums its events
+    by that time), else this machine's.
+    """
+    end = min(end, _next_minute(customer_now(client, customer_id)))
     summaries = client.v1.billing.meters.event_summaries.list(
-        period.meter.id,
-        {
-            "customer": period.customer_id,
-            "start_time": int(period.period_start.timestamp()),
-            "end_time": int(end.timestamp()),
-            "limit": 100,
-        },
+        meter.id,
+        {"customer": customer_id, "start_time": int(start.timestamp()), "end_time": int(end.timestamp()), "limit": 100},
     )
     return sum((Decimal(str(s.aggregated_value)) for s in summaries.auto_paging_iter()), Decimal(0))
+
+
+def customer_now(client, customer_id: str):
+    clock_id = Customer.objects.filter(id=customer_id).values_list("stripe_data__test_clock", flat=True).first()
+    if clock_id:
+        try:
+            return datetime.fromtimestamp(client.v1.test_helpers.test_clocks.retrieve(clock_id).frozen_time, UTC)
+        except stripe.StripeError:
+            pass
+    return timezone.now()
 
 
 def _next_minute(moment):

@@ -229,7 +229,19 @@ def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]
     lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
     resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
     send_reports(resend, client)
-    return [_outcome_of(report) for report in resend + too_old]
+    resolved = [_resolve_beyond_dedupe(report, client) for report in too_old]
+    return [_outcome_of(report) for report in resend + resolved]
+
+
+def _resolve_beyond_dedupe(report: UsageReport, client) -> UsageReport:
+    from .reconciliation import stripe_units_between
+
+    try:
+        units = stripe_units_between(client, report.meter, report.customer_id, report.period_start, report.period_end)
+    except stripe.StripeError as exc:
+        logger.warning("could not read Stripe's meter summary for %s: %s", report.identifier, exc)
+        return report
+    return ledger.resolve_beyond_dedupe(report, units)
 
 
 def _outcome_of(report: UsageReport) -> ReportOutcome:
