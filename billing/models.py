@@ -335,6 +335,9 @@ class PeriodReconciliation(models.Model):
     class Status(models.TextChoices):
         OK = "ok", "In agreement"
         DRIFT = "drift", "Drift"
+        # Stripe agrees with the ledger, but the source has usage of this finished
+        # period that no report counted (it arrived after the period was reported).
+        UNREPORTED = "unreported", "Usage not reported"
         CORRECTED = "corrected", "Corrected"
         UNKNOWN = "unknown", "Could not check"
 

@@ -115,3 +115,23 @@ def test_a_customer_on_a_test_clock_ahead_of_real_time_is_checked_by_the_clocks_
     [result] = reconciliation.reconcile(settle_delay=timedelta(0), source=source)
 
     assert (result.status, result.ledger_units, result.stripe_units) == ("ok", 6, 6)
+
+
+def test_usage_the_source_has_for_a_finished_period_and_no_report_counted_is_flagged(ended_billing):
+    # Stripe agrees with the ledger, but a late event of the finished period never
+    # reached either: reconciliation says so instead of "ok".
+    billing = ended_billing
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 10)
+    billing.run(as_of=billing.period.billing_end + timedelta(minutes=5))
+    billing.source.add(billing.customer_id, billing.hour0 + 2 * HOUR, 3)  # late, unreported
+
+    results = {r.period_start: r for r in check(billing)}
+    result = results[billing.period.start]
+
+    assert (result.status, result.ledger_units, result.stripe_units) == ("unreported", 10, 10)
+    assert "+3 usage for this finished period" in result.error
+    out = StringIO()
+    with mock.patch.object(reconciliation, "get_usage_source", return_value=billing.source):
+        with pytest.raises(CommandError, match="disagree"):
+            call_command("reconcile_usage", "--settle-minutes", "0", stdout=out)
+    assert "status: unreported" in out.getvalue()

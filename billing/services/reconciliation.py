@@ -14,7 +14,7 @@ from decimal import ROUND_DOWN, Decimal
 
 import stripe
 from django.db import transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 from djstripe.models import Customer
 
@@ -40,6 +40,9 @@ class LedgerPeriod:
     period_end: object
     usage_until: object
     ledger_units: Decimal
+    billing_start: object = None
+    # The source's total the ledger last counted for the period (sent, skipped or carried).
+    counted_total: Decimal | None = None
 
 
 def reconcile(
@@ -64,8 +67,10 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
     if customer_ids is not None:
         rows = rows.filter(customer_id__in=customer_ids)
     grouped = (
-        rows.values("customer_id", "meter_id", "period_start", "period_end")
+        rows.values("customer_id", "meter_id", "billing_start")
         .annotate(
+            first_start=Min("period_start"),
+            first_end=Min("period_end"),
             ledger_units=Sum("value_sent", filter=UsageReport.COUNTS_TOWARD_TOTAL, default=Decimal(0)),
             usage_until=Max("usage_until"),
             last_change=Max("updated"),
@@ -75,13 +80,33 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
         .order_by("customer_id", "meter_id", "period_start")
     )
     meters = {m.id: m for m in Meter.objects.all()}
+    grouped = list(grouped)
+    counted = _counted_totals(grouped)
     return [
         LedgerPeriod(
-            row["customer_id"], meters[row["meter_id"]], row["period_start"], row["period_end"],
-            row["usage_until"], row["ledger_units"],
+            row["customer_id"], meters[row["meter_id"]], row["first_start"], row["first_end"],
+            row["usage_until"], row["ledger_units"], row["billing_start"],
+            counted.get((row["customer_id"], row["meter_id"], row["billing_start"])),
         )
         for row in grouped
     ]
+
+
+def _counted_totals(grouped) -> dict[tuple, Decimal]:
+    """The usage total of each period's latest counted report (sent, skipped or carried)."""
+    latest = {}
+    rows = (
+        UsageReport.objects.filter(
+            status__in=ledger.SETTLED_COUNTED, customer_id__in={r["customer_id"] for r in grouped},
+            billing_start__in={r["billing_start"] for r in grouped}, usage_total__isnull=False,
+        )
+        .exclude(trigger=UsageReport.Trigger.RECONCILE)
+        .order_by("sequence")
+        .values_list("customer_id", "meter_id", "billing_start", "usage_total")
+    )
+    for customer_id, meter_id, billing_start, total in rows:
+        latest[(customer_id, meter_id, billing_start)] = total
+    return latest
 
 
 def _source_totals(source, periods):
@@ -128,12 +153,26 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
                       error=f"Stripe's meter event summary: {exc.user_message or exc}")
     else:
         drift = stripe_units - period.ledger_units
-        fields.update(stripe_units=stripe_units, drift=drift, status=Status.DRIFT if drift else Status.OK,
-                      error=source_error or "")
+        status, error = (Status.DRIFT if drift else Status.OK), source_error or ""
+        late = unreported_late_usage(period, source_total)
+        if status == Status.OK and late:
+            status, error = Status.UNREPORTED, (
+                f"the source has {late.normalize():+f} usage for this finished period that no report counted "
+                "(it arrived after the period was reported): report_usage sends it while Stripe's invoice "
+                "is a draft and carries it to the customer's next period after that"
+            )
+        fields.update(stripe_units=stripe_units, drift=drift, status=status, error=error)
     result, _ = PeriodReconciliation.objects.update_or_create(
         customer_id=period.customer_id, meter=period.meter, period_start=period.period_start, defaults=fields
     )
     return result
+
+
+def unreported_late_usage(period: LedgerPeriod, source_total) -> Decimal | None:
+    """Usage the source has for a period reported up to its end, beyond what was counted."""
+    if source_total is None or period.counted_total is None or period.usage_until < period.period_end:
+        return None
+    return (source_total - period.counted_total) or None
 
 
 def stripe_summary_total(client, period: LedgerPeriod) -> Decimal:
