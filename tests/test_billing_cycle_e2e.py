@@ -4,24 +4,20 @@ past the period end, Stripe's webhooks delivered to the app's real endpoint, usa
 reported before the invoice finalizes, and the invoices themselves.
 """
 
-import json
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
-import httpx
 import pytest
-import stripe
 from django.core.management import call_command
 from django_q.conf import Conf
-from djstripe.models import WebhookEndpoint
 
 from billing.models import UsageReport
 from billing.services import stripe_setup, stripe_sync, webhook_endpoints
 from billing.services.periods import AlignedPeriod
 from embedded_meter import services as meter_services
 from tests.factories import execution
+from tests.stripe_webhooks import replay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CENTS_PER_UNIT = Decimal(10)
@@ -105,19 +101,6 @@ def test_the_invoice_bills_the_usage_up_to_the_aligned_period_end_and_the_rest_n
     next_invoice = finalized_invoice(client, customer_id, second)
     assert next_invoice.lines.data[0].quantity == 7 + 5
     assert Decimal(next_invoice.total) == 12 * CENTS_PER_UNIT
-
-
-def replay(event: dict) -> int:
-    """Deliver a stored Stripe event again, signed as Stripe signs it, over HTTP."""
-    endpoint = WebhookEndpoint.objects.get()
-    body = json.dumps(event)
-    timestamp = int(time.time())
-    signature = stripe.WebhookSignature._compute_signature(f"{timestamp}.{body}", endpoint.secret)
-    response = httpx.post(
-        endpoint.url, content=body, timeout=30,
-        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"},
-    )
-    return response.status_code
 
 
 def test_replayed_cycle_webhooks_report_nothing_twice(cycle):

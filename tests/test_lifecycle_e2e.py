@@ -10,26 +10,22 @@ each period's line quantities, the emulator's meter event totals, and over the
 subscription's life the floor of the total usage. Nothing lost, nothing billed twice.
 """
 
-import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 from unittest import mock
 
-import httpx
 import pytest
-import stripe
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from django_q.conf import Conf
-from djstripe.models import WebhookEndpoint
 
 from billing.models import Meter, UsageReport
 from billing.services import stripe_setup, stripe_sync, webhook_endpoints
 from embedded_meter import services as meter_services
 from tests.factories import execution
+from tests.stripe_webhooks import replay
 from tests.usage_doubles import RecordedUsage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -238,19 +234,6 @@ class World:
 
 
 ENDPOINT_EVENTS = set(webhook_endpoints.ENABLED_EVENTS)
-
-
-def replay(event: dict) -> int:
-    """Deliver a stored Stripe event again, signed as Stripe signs it, over HTTP."""
-    endpoint = WebhookEndpoint.objects.get()
-    body = json.dumps(event)
-    timestamp = int(time.time())
-    signature = stripe.WebhookSignature._compute_signature(f"{timestamp}.{body}", endpoint.secret)
-    response = httpx.post(
-        endpoint.url, content=body, timeout=30,
-        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"},
-    )
-    return response.status_code
 
 
 def quantities(invoice) -> dict[str, int]:
