@@ -210,7 +210,7 @@ def measure_naive(args, customer_ids, started):
     t = time.perf_counter()
     for target in targets:
         request = UsageRequest(target.subject, target.period.start, until)
-        total = source.totals("m1", "HOUR", [request])[request]
+        total = source.totals("m1", "MINUTE", [request])[request]  # from the minute service began
         client.v1.billing.meter_events.create({
             "event_name": target.meter.event_name,
             "payload": {"stripe_customer_id": target.customer_id, "value": str(int(total))},
@@ -231,9 +231,10 @@ def check_totals(customer_ids, started):
     from billing.usage_sources import UsageRequest, get_usage_source
 
     until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    start = started.replace(minute=0, second=0, microsecond=0)
+    # Usage counts from the minute each subscription began.
+    start = started.replace(second=0, microsecond=0)
     requests = [UsageRequest(c, start, until) for c in customer_ids]
-    source = get_usage_source().totals("m1", "HOUR", requests)
+    source = get_usage_source().totals("m1", "MINUTE", requests)
     totals = httpx.get(f"{os.environ['STRIPE_API_BASE']}/_emulator/meter_event_totals", timeout=60).json()
     by_customer = {c: Decimal(v["total"]) for c, v in totals["by_customer"].items()}
     wrong = [r.subject for r in requests if by_customer.get(r.subject, Decimal(0)) != source[r]]
