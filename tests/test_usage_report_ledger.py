@@ -106,3 +106,24 @@ def test_a_send_that_outlasts_its_lease_keeps_its_rows_from_other_runs(meter):
     assert not keeper._thread.is_alive()
     UsageReport.objects.filter(pk=report.pk).update(status="sent", sent_at=timezone.now())
     assert keeper.renew() == 0  # a settled row is left alone
+
+
+def test_a_run_reads_thousands_of_ledger_periods_in_one_query(meter, settings, django_assert_max_num_queries):
+    # More periods than SQLite's expression depth (1,000): no OR chain per period.
+    from billing.services import targets
+
+    now = timezone.now()
+    start = now - timedelta(days=3)
+    UsageReport.objects.bulk_create([
+        UsageReport(
+            customer_id=f"cus_Many{n:05d}", subscription_id="sub_M", subscription_item_id=f"si_M{n}", price_id="price_M",
+            meter=meter, source_meter_slug="m1", window_size="HOUR", billing_start=start, billing_end=now + timedelta(days=27),
+            period_start=start, period_end=now + timedelta(days=27), usage_until=now - timedelta(hours=1), sequence=1,
+            usage_total=Decimal(n), value_sent=Decimal(n), identifier=f"many-{n}", status="sent", sent_at=now,
+            trigger="command",
+        )
+        for n in range(1500)
+    ])
+    with django_assert_max_num_queries(10):
+        owed = targets.current_targets()
+    assert len(owed) == 1500 and not any(t.live for t in owed)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Max, Q
+from django.db.models import Exists, Max, OuterRef, Q
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..models import Meter, SubscriptionItemChange, UsageReport
@@ -290,21 +290,18 @@ def _overlap(a: AlignedPeriod, b: AlignedPeriod) -> bool:
 
 
 def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
-    """Ledger periods not reported up to their recorded end, as targets of their last item."""
-    rows = UsageReport.objects.filter(period_end__gt=since, meter__livemode=settings.STRIPE_LIVE_MODE)
+    """Every ledger period of these customers still in Stripe's reach, as a target of its last report."""
+    rows = UsageReport.objects.filter(period_end__gt=since, meter__livemode=settings.STRIPE_LIVE_MODE).exclude(
+        trigger=UsageReport.Trigger.RECONCILE
+    )
     if customer_ids is not None:
         rows = rows.filter(customer_id__in=customer_ids)
-    grouped = (
-        rows.exclude(trigger=UsageReport.Trigger.RECONCILE)
-        .values("meter_id", "customer_id", "billing_start")
-        .annotate(reported_until=Max("usage_until", filter=REPORTED), last_sequence=Max("sequence"))
-        .order_by()
-    )
-    latest = Q(pk__in=[])
-    for row in grouped:
-        latest |= Q(meter_id=row["meter_id"], customer_id=row["customer_id"],
-                    billing_start=row["billing_start"], sequence=row["last_sequence"])
-    reports = list(UsageReport.objects.filter(latest).select_related("meter"))
+    # Each period's latest report, by a correlated NOT EXISTS (one query, any number of periods).
+    later = UsageReport.objects.filter(
+        meter_id=OuterRef("meter_id"), customer_id=OuterRef("customer_id"),
+        billing_start=OuterRef("billing_start"), sequence__gt=OuterRef("sequence"),
+    ).exclude(trigger=UsageReport.Trigger.RECONCILE)
+    reports = list(rows.filter(~Exists(later)).select_related("meter"))
     if not reports:
         return []
     customers = {report.customer_id for report in reports}
