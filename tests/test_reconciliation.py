@@ -135,3 +135,11 @@ def test_usage_the_source_has_for_a_finished_period_and_no_report_counted_is_fla
         with pytest.raises(CommandError, match="disagree"):
             call_command("reconcile_usage", "--settle-minutes", "0", stdout=out)
     assert "status: unreported" in out.getvalue()
+
+    # Its invoice was finalized: --correct counts it in the ledger, carried on, and the
+    # customer's next period bills it.
+    [carried] = [r for r in check(billing, correct=True) if r.period_start == billing.period.start]
+    assert carried.status == "corrected" and carried.correction.status == "carried"
+    billing.run(as_of=billing.period.billing_end + timedelta(hours=3))
+    assert billing.stripe_total(start=billing.period.billing_end) == Decimal(3)
+    assert billing.stripe_total() == Decimal(13)

@@ -41,8 +41,17 @@ STRIPE_DEDUPE_WINDOW = timedelta(hours=24)
 # Resend a pending event only well inside Stripe's dedupe window.
 SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
 # Rows whose usage total is part of the customer's running total.
-COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.CARRIED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+# (Reconciliation's corrections restore Stripe to the ledger and are not part of it; usage it
+# found unreported and carried on is.)
+COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE) | Q(
+    status=Status.CARRIED
+)
 SETTLED_COUNTED = (Status.SENT, Status.SKIPPED, Status.CARRIED)
+
+
+def is_counted(row: UsageReport) -> bool:
+    """A settled row whose usage total is part of the period's running total."""
+    return row.status in SETTLED_COUNTED and (row.trigger != UsageReport.Trigger.RECONCILE or row.status == Status.CARRIED)
 IN_FLIGHT_MESSAGE = "another report of this period is in flight; it will be settled first"
 
 
@@ -93,7 +102,7 @@ def claim(target: ReportTarget, usage_until, total: Decimal, *, trigger: str, no
             if changed:
                 return _failed(target, usage_until, total, changed, trigger, rows)
             carry, units = owed(target, total)
-            counted = [row for row in rows if row.status in SETTLED_COUNTED and row.trigger != UsageReport.Trigger.RECONCILE]
+            counted = [row for row in rows if is_counted(row)]
             sent = sum((row.value_sent for row in counted), Decimal(0))
             base = counted[-1].usage_total if counted else Decimal(0)
             last = rows[-1] if rows else None
@@ -210,6 +219,33 @@ def correction(anchor: UsageReport, value: Decimal) -> UsageReport:
         report = _row(target, anchor.usage_until, None, value, Status.PENDING, UsageReport.Trigger.RECONCILE, rows[-1])
         report.subject = anchor.subject
         report.event_timestamp = anchor.event_timestamp
+        report.save()
+        return report
+
+
+def carry_unreported(anchor: UsageReport, source_total: Decimal) -> UsageReport | None:
+    """
+    Usage the source has for a finished period whose invoice can no longer take it
+    (reconciliation found it): a carried row counts it, so the customer's next period
+    bills it. None when the ledger already counts that total. Raises InFlight.
+    """
+    from .targets import ledger_target
+
+    target = ledger_target(anchor, (anchor.subject or None, None))
+    with transaction.atomic():
+        rows = list(rows_of(target).select_for_update().order_by("sequence"))
+        if any(row.status == Status.PENDING for row in rows):
+            raise InFlight(IN_FLIGHT_MESSAGE)
+        counted = [row for row in rows if is_counted(row)]
+        base = counted[-1].usage_total if counted else Decimal(0)
+        if source_total == base:
+            return None
+        report = _row(target, anchor.usage_until, source_total, Decimal(0), Status.CARRIED, UsageReport.Trigger.RECONCILE, rows[-1])
+        report.subject, report.carry_in, report.usage_delta = anchor.subject, carry_into(target), source_total - base
+        report.error = (
+            f"reconciliation: {source_total - base:+} usage of this finished period that no report counted, "
+            "carried to the customer's next period"
+        )
         report.save()
         return report
 

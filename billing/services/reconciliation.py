@@ -19,13 +19,12 @@ from django.utils import timezone
 from djstripe.models import Customer
 
 from .. import stripe_api
-from ..models import Meter, PeriodReconciliation, UsageReport
+from ..models import FinalizedInvoiceLine, Meter, PeriodReconciliation, UsageReport
 from ..usage_sources import UsageRequest, get_usage_source
-from . import targets
-from .totals import totals_by_meter
+from . import invoices, ledger, targets
 from .periods import STRIPE_TIMESTAMP_MAX_AGE
-from . import ledger
 from .send import send_reports
+from .totals import totals_by_meter
 
 Status = PeriodReconciliation.Status
 # Stripe's summaries lag behind the meter events they count.
@@ -57,6 +56,8 @@ def reconcile(
         result = _check(period, client, source_totals.get(period), source_errors.get(period.meter.id))
         if correct and result.status == Status.DRIFT:
             _correct(result, period, client)
+        elif correct and result.status == Status.UNREPORTED and _past_its_invoice(period, client):
+            _carry_unreported(result, period)
         results.append(result)
     return results
 
@@ -100,7 +101,7 @@ def _counted_totals(grouped) -> dict[tuple, Decimal]:
             status__in=ledger.SETTLED_COUNTED, customer_id__in={r["customer_id"] for r in grouped},
             billing_start__in={r["billing_start"] for r in grouped}, usage_total__isnull=False,
         )
-        .exclude(trigger=UsageReport.Trigger.RECONCILE)
+        .exclude(Q(trigger=UsageReport.Trigger.RECONCILE) & ~Q(status=UsageReport.Status.CARRIED))
         .order_by("sequence")
         .values_list("customer_id", "meter_id", "billing_start", "usage_total")
     )
@@ -206,6 +207,33 @@ def customer_now(client, customer_id: str):
 
 def _next_minute(moment):
     return moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def _past_its_invoice(period: LedgerPeriod, client) -> bool:
+    """Whether Stripe's invoice of the period can no longer take late usage (asks Stripe if unknown)."""
+    lines = FinalizedInvoiceLine.objects.filter(
+        customer_id=period.customer_id, period_end__gte=period.period_end, period_start__lte=period.period_start
+    )
+    if period.period_end < customer_now(client, period.customer_id) - invoices.MAX_GRACE or lines.exists():
+        return True
+    invoices.refresh_finalized(client, [period.customer_id], since=period.period_end - timedelta(hours=1))
+    return lines.exists()
+
+
+def _carry_unreported(result: PeriodReconciliation, period: LedgerPeriod) -> None:
+    """Count the unreported usage in the ledger, billed with the customer's next period."""
+    anchor = (
+        UsageReport.objects.filter(customer_id=period.customer_id, meter=period.meter, billing_start=period.billing_start)
+        .select_related("meter").order_by("-sequence").first()
+    )
+    try:
+        carried = ledger.carry_unreported(anchor, result.source_total)
+    except ledger.InFlight:
+        return
+    if carried is not None:
+        result.correction, result.status = carried, Status.CORRECTED
+        result.error = carried.error
+        result.save(update_fields=["correction", "status", "error", "checked_at"])
 
 
 def _correct(result: PeriodReconciliation, period: LedgerPeriod, client) -> None:
