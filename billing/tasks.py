@@ -24,6 +24,14 @@ def report_closed_periods(closed: list[list]) -> str:
     return _summary_or_raise(result)
 
 
+def apply_meter_error_report(event_id: str) -> str:
+    from . import stripe_api
+    from .services import meter_errors
+
+    outcome = meter_errors.fetch_and_apply(stripe_api.get_client(), event_id)
+    return f"{outcome.errors} error(s); {len(outcome.rejected)} report(s) marked failed, to be sent again"
+
+
 def _summary_or_raise(result) -> str:
     if result.failed:
         errors = "; ".join(f"{o.target.customer_id}: {o.error}" for o in result.failed)

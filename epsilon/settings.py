@@ -140,6 +140,9 @@ STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-08-26.dahlia")
 # reusing the same Idempotency-Key on each retry.
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# The signing secret of the event destination (thin events) at /stripe/events/; without
+# it, that endpoint refuses every delivery.
+STRIPE_EVENT_DESTINATION_SECRET = env.str("STRIPE_EVENT_DESTINATION_SECRET", default="")
 if STRIPE_API_BASE != "https://api.stripe.com":
     # dj-stripe points the stripe module at this host.
     STRIPE_API_HOST = STRIPE_API_BASE
