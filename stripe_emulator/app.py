@@ -19,7 +19,7 @@ def _load_resources() -> None:
     # Importing the modules registers their routes, renderers and expansions.
     from .resources import (  # noqa: F401
         accounts, customers, events, invoices, meter_event_stream, meter_events, meters,
-        prices, products, subscriptions, test_clocks, webhook_endpoints,
+        prices, products, subscriptions, test_clocks, v2_events, webhook_endpoints,
     )
 
 
@@ -35,6 +35,10 @@ class EmulatorApp:
         self.store = store
         self.webhooks = WebhookDispatcher(store, webhook_retry_delays, webhook_timeout)
         self.scheduler = Scheduler(store, billing_tick)
+        # Meter error reports (resources/v2_events.py) on each scheduler tick while
+        # on; tests turn it off and run validation themselves (validate_meter_events).
+        self.meter_validation_auto = True
+        self.scheduler.on_tick(self._auto_validate)
         self.account_id = account_id
         self.revoked_keys = set(revoked_keys)
         self.verbose = verbose
@@ -49,6 +53,17 @@ class EmulatorApp:
         """Stop the background threads (the scheduler, webhook delivery)."""
         self.scheduler.stop()
         self.webhooks.stop()
+
+    def _auto_validate(self) -> None:
+        if self.meter_validation_auto:
+            self.validate_meter_events()
+
+    def validate_meter_events(self) -> list:
+        """Run Stripe's asynchronous meter event validation now: error reports
+        (thin events) for the meter event errors stored since the last run."""
+        from .resources import v2_events
+
+        return v2_events.run_validation(self.store)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until queued test clock advances have run and all webhook deliveries

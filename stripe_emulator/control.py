@@ -17,6 +17,9 @@ For tests, the demo and cross-process checks:
                                               no delivery is queued or running
     POST /_emulator/wait                      timeout=10: also wait for test clocks advancing
     POST /_emulator/billing/settle            run the billing cycle for the emulator clock now
+    POST /_emulator/meter_events/validate     run meter event validation now: error reports
+                                              (thin events) for errors stored since the last run
+    GET/POST /_emulator/meter_events/validation  auto=true|false: validate on each scheduler tick
     GET  /_emulator/faults                    fault injection and limits: {config, initial}
     POST /_emulator/faults                    set options (FaultConfig fields, e.g. rate_429=0.2,
                                               paths=all); reset=true first restores the
@@ -69,6 +72,11 @@ class ControlApi:
             Rule("/_emulator/webhooks/flush", methods=["POST"], endpoint="flush"),
             Rule("/_emulator/wait", methods=["POST"], endpoint="wait"),
             Rule("/_emulator/billing/settle", methods=["POST"], endpoint="settle"),
+            Rule("/_emulator/meter_events/validate", methods=["POST"], endpoint="validate"),
+            Rule("/_emulator/meter_events/validation", methods=["GET"],
+                 endpoint="get_validation"),
+            Rule("/_emulator/meter_events/validation", methods=["POST"],
+                 endpoint="set_validation"),
             Rule("/_emulator/faults", methods=["GET"], endpoint="get_faults"),
             Rule("/_emulator/faults", methods=["POST"], endpoint="set_faults"),
             Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
@@ -222,6 +230,22 @@ class ControlApi:
             raise ControlError(str(e), 404)
         except ValueError as e:
             raise ControlError(str(e))
+
+    def do_validate(self, params):
+        from .resources import v2_events
+
+        events = self.app.validate_meter_events()
+        return {"object": "list", "data": [v2_events.render_event(e) for e in events],
+                "count": len(events)}
+
+    def do_get_validation(self, params):
+        return {"auto": self.app.meter_validation_auto}
+
+    def do_set_validation(self, params):
+        if "auto" not in params:
+            raise ControlError("Pass auto=true or auto=false.")
+        self.app.meter_validation_auto = _flag(params, "auto")
+        return self.do_get_validation({})
 
     def do_settle(self, params):
         from . import billing_cycle

@@ -126,6 +126,22 @@ class StripeEmulator:
 
         return force_status(self.store, subscription_id, status)
 
+    def validate_meter_events(self) -> list:
+        """Run Stripe's asynchronous meter event validation now (the fixture turns the
+        automatic per-tick run off): one error report thin event per meter (and one
+        `v1.billing.meter.no_meter_found` per mode) for the meter event errors stored
+        since the last run. Returns the stored events (created is an int), rendered
+        ones come from GET /v2/core/events/{id}."""
+        return self.app.validate_meter_events()
+
+    def thin_events(self, type: Optional[str] = None, object_id: Optional[str] = None) -> list:
+        """v2 thin events, oldest first, rendered as GET /v2/core/events/{id} answers."""
+        from .resources.v2_events import EVENT_TYPE, render_event
+
+        out = [render_event(e) for e in reversed(self.store.all(EVENT_TYPE))]
+        return [e for e in out if (type is None or e["type"] == type)
+                and (object_id is None or (e.get("related_object") or {}).get("id") == object_id)]
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Test clocks advanced and webhook deliveries (retries included) done."""
         return self.server.wait_idle(timeout)
@@ -171,6 +187,9 @@ def stripe_emulator(stripe_emulator_server) -> StripeEmulator:
     stripe_emulator_server.app.revoked_keys.clear()
     stripe_emulator_server.app.reset_pipeline()
     stripe_emulator_server.app.faults.reset()
+    # Meter error reports only when a test asks (validate_meter_events), so no
+    # test depends on when the scheduler ticks.
+    stripe_emulator_server.app.meter_validation_auto = False
     emulator = StripeEmulator(stripe_emulator_server)
     yield emulator
     for gate in emulator.gates:  # a failed test must not leave server threads held

@@ -28,10 +28,15 @@ class Scheduler:
         self._held = 0
         self._stopping = False
         self._next_tick = time.monotonic() + (tick or 0)
+        self._tick_hooks: list = []   # more work for each tick (meter event validation)
         store.on_reset(self._drop_jobs)
         self._thread = threading.Thread(target=self._run, name="stripe-emulator-scheduler",
                                         daemon=True)
         self._thread.start()
+
+    def on_tick(self, fn: Callable[[], None]) -> None:
+        """Run `fn()` on every tick, after the billing cycle."""
+        self._tick_hooks.append(fn)
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._cv:
@@ -80,6 +85,8 @@ class Scheduler:
                 else:
                     self._next_tick = time.monotonic() + self.tick
                     billing_cycle.settle_all(self.store)
+                    for fn in list(self._tick_hooks):
+                        fn()
             except Exception:  # keep the thread alive; the failure is printed
                 traceback.print_exc()
             finally:

@@ -189,6 +189,14 @@ class Store:
             (key, value),
         )
 
+    def meta_get(self, key: str) -> Optional[str]:
+        """A small persistent value (kept with --db, cleared by reset)."""
+        return self._meta_get(key)
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._meta_set(key, value)
+
     def reset(self) -> None:
         """Forget everything: objects, events, idempotency results, request log, time."""
         with self.transaction():
@@ -342,6 +350,19 @@ class Store:
             (int(livemode), identifier, after),
         )
         return _event_row(row) if row else None
+
+    def meter_events_after(self, seq: int, status: Optional[str] = None) -> List[dict]:
+        """Stored meter events with `seq` greater than `seq`, in arrival order."""
+        sql = f"SELECT {EVENT_COLUMNS} FROM meter_events WHERE seq > ?"
+        args: list = [int(seq)]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        return [_event_row(r) for r in self._query(sql + " ORDER BY seq", args)]
+
+    def meter_event_max_seq(self) -> int:
+        row = self._query_one("SELECT MAX(seq) FROM meter_events")
+        return int(row[0] or 0)
 
     def set_meter_event_status(self, seq: int, status: str) -> None:
         self._exec("UPDATE meter_events SET status = ? WHERE seq = ?", (status, seq))

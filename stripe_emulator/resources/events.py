@@ -23,6 +23,7 @@ from .. import fixtures, ids, render
 from ..context import DEFAULT_API_VERSION
 from ..listing import paginate, range_filter
 from ..routing import LIST_PARAMS, route
+from . import v2_events
 from .common import fetch
 
 # object type -> event type prefix (`<prefix>.created` and so on).
@@ -63,6 +64,8 @@ def emit(ctx, type: str, obj: dict, previous_attributes: Optional[dict] = None,
         data["previous_attributes"] = previous_attributes
     endpoints = [e for e in store.all("webhook_endpoint", livemode)
                  if e["status"] == "enabled" and _enabled_for(e, type)]
+    # v2 event destinations with `event_payload: snapshot` get v1 events too.
+    endpoints += v2_events.snapshot_destinations(store, livemode, type)
     event.update({
         "id": ids.new_id("evt"), "api_version": DEFAULT_API_VERSION,
         "created": ctx.now() if created is None else int(created), "data": data,

@@ -135,7 +135,8 @@ def record(ctx, *, event_name: str, payload: dict, identifier: str, timestamp,
         message = f"The meter {meter['id']} for event_name '{event_name}' is deactivated."
     elif not customer:
         error = "meter_event_no_customer_defined"
-        message = f"The event payload has no customer under the key '{customer_key}'."
+        # Stripe's documented error report sample message.
+        message = f"Customer mapping key {customer_key} not found in payload."
     elif not known:
         error, message = "meter_event_customer_not_found", f"No such customer: '{customer}'."
     elif meter["default_aggregation"]["formula"] != "count":
