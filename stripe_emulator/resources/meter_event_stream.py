@@ -16,7 +16,8 @@ into the same store as v1 meter events (same 24-hour identifier dedupe, same
 timestamp window, same totals and invoices); an event whose identifier was
 already used in the last 24 hours is dropped, and one Stripe would reject
 later is stored with `status: "error"` and its meter error report code (see
-/_emulator/meter_events). No v2 error events are emitted.
+/_emulator/meter_events); validation runs report them as thin events
+(v2_events.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ error code, visible in /_emulator/meter_events: no meter for the event name
 (`meter_event_no_customer_defined`), unknown customer
 (`meter_event_customer_not_found`), missing or non-numeric value
 (`meter_event_value_not_found`, `meter_event_invalid_value`). Such events
-count in no summary.
+count in no summary; validation runs report them as thin events
+(`v1.billing.meter.error_report_triggered`, `v1.billing.meter.no_meter_found`;
+v2_events.py).
 
 Values are kept as the exact strings sent. Negative values are allowed
 (Stripe documents them for corrections); decimals are allowed.
