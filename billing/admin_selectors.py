@@ -117,7 +117,7 @@ class ItemUsage:
     def problem(self) -> str:
         """Why the period's latest report did not reach Stripe, or ""."""
         last = self.ledger.last_report
-        if last and last.status in (Status.FAILED, Status.PENDING):
+        if last and last.status in (Status.FAILED, Status.REJECTED, Status.PENDING):
             return f"{last.get_status_display()}: {last.error or 'no answer from Stripe yet'}"
         return ""
 

@@ -88,6 +88,9 @@ class ReportStatus(models.TextChoices):
     # Late usage of a period whose invoice Stripe had finalized: not sent into it, but
     # counted, and billed with the customer's next period (its carry_in).
     CARRIED = "carried", "Carried to the next period"
+    # Accepted by Stripe, then dropped by its asynchronous validation (an error report):
+    # not counted, so the period's next report sends the usage again.
+    REJECTED = "rejected", "Rejected by Stripe"
 
 
 class ReportTrigger(models.TextChoices):

@@ -29,7 +29,7 @@ def apply_meter_error_report(event_id: str) -> str:
     from .services import meter_errors
 
     outcome = meter_errors.fetch_and_apply(stripe_api.get_client(), event_id)
-    return f"{outcome.errors} error(s); {len(outcome.rejected)} report(s) marked failed, to be sent again"
+    return f"{outcome.errors} error(s); {len(outcome.rejected)} report(s) marked rejected, to be sent again"
 
 
 def _summary_or_raise(result) -> str:

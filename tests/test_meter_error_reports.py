@@ -44,7 +44,7 @@ def test_an_event_stripe_dropped_after_accepting_it_is_sent_again(billing):
     billing.run(as_of=billing.hour0 + 2 * HOUR)
 
     report.refresh_from_db()
-    assert outcome.rejected == [report.identifier] and report.status == "failed"
+    assert outcome.rejected == [report.identifier] and report.status == "rejected"
     assert "meter_event_customer_not_found" in report.error
     assert billing.stripe_total() == Decimal(7)  # sent again, under a new identifier
     assert UsageReport.objects.filter(status="sent").exclude(identifier=report.identifier).count() == 1

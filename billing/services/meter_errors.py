@@ -6,8 +6,9 @@ checks), and reports the ones it drops as `v1.billing.meter.error_report_trigger
 `v1.billing.meter.no_meter_found`) thin events at an event destination: the app fetches
 the event (`/v2/core/events/{id}`), whose data counts errors by code and samples them
 with the events' identifiers. A sampled report the ledger had marked sent is marked
-failed with Stripe's code and message: failed reports do not count toward a period's
-total, so the period's next report sends the usage again, under a new identifier.
+rejected with Stripe's code and message: rejected reports do not count toward a
+period's total, so the period's next report sends the usage again, under a new
+identifier.
 Errors beyond the samples cannot be named; reconciliation's drift shows them.
 """
 
@@ -27,12 +28,12 @@ ERROR_EVENT_TYPES = ("v1.billing.meter.error_report_triggered", "v1.billing.mete
 @dataclass
 class ErrorReportOutcome:
     errors: int = 0
-    rejected: list[str] = field(default_factory=list)  # identifiers of reports now failed
+    rejected: list[str] = field(default_factory=list)  # identifiers of reports now rejected
     unknown: list[str] = field(default_factory=list)  # sampled identifiers the ledger does not hold
 
 
 def apply_error_report(data: dict) -> ErrorReportOutcome:
-    """Mark each sampled report of Stripe's error report failed, with Stripe's reason."""
+    """Mark each sampled report of Stripe's error report rejected, with Stripe's reason."""
     reason = data.get("reason") or {}
     outcome = ErrorReportOutcome(errors=int(reason.get("error_count") or 0))
     with transaction.atomic():
@@ -46,10 +47,10 @@ def apply_error_report(data: dict) -> ErrorReportOutcome:
                 )
                 updated = UsageReport.objects.filter(
                     identifier=identifier, status__in=(UsageReport.Status.SENT, UsageReport.Status.PENDING)
-                ).update(status=UsageReport.Status.FAILED, error=message, updated=timezone.now())
+                ).update(status=UsageReport.Status.REJECTED, error=message, updated=timezone.now())
                 (outcome.rejected if updated else outcome.unknown).append(identifier)
     logger.warning(
-        "Stripe error report: %d error(s); %d report(s) marked failed; %d sample(s) not in the ledger",
+        "Stripe error report: %d error(s); %d report(s) marked rejected; %d sample(s) not in the ledger",
         outcome.errors, len(outcome.rejected), len(outcome.unknown),
     )
     return outcome
