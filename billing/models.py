@@ -301,6 +301,23 @@ class SubscriptionItemChange(models.Model):
         return f"{self.item_id} {self.get_kind_display().lower()} at {self.at:%Y-%m-%d %H:%M}"
 
 
+class StripeEventDestination(models.Model):
+    """
+    The Stripe event destination (thin events) that tells Epsilon which meter events
+    Stripe dropped after accepting them. Stripe shows its signing secret only once, on
+    creation: it is kept here.
+    """
+
+    id = models.CharField("Stripe event destination id", max_length=255, primary_key=True)
+    livemode = models.BooleanField(default=False)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=255)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.id} -> {self.url}"
+
+
 class FinalizedInvoiceLine(models.Model):
     """
     A subscription item's period on an invoice Stripe has finalized. After that Stripe

@@ -69,3 +69,46 @@ def test_the_event_destination_queues_only_signed_meter_error_reports(settings):
     assert signed.status_code == 200
     queued.assert_called_once()
     assert queued.call_args.args == ("billing.tasks.apply_meter_error_report", "evt_test_1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rejection_reaches_the_app_through_the_event_destination_and_the_usage_is_billed_once_fixed(
+    live_server, billing, settings, monkeypatch
+):
+    # The v2 stream accepts events and validates them later. A stale mirror of the meter
+    # makes the app send the customer under a key Stripe does not map: Stripe drops the
+    # event and says so at the event destination; once the mirror is right again, the
+    # next run sends the usage again and Stripe counts it.
+    from django.core.management import call_command
+    from django_q.conf import Conf
+    from io import StringIO
+
+    from billing.models import Meter, StripeEventDestination
+    from billing.services import webhook_endpoints
+
+    monkeypatch.setattr(Conf, "SYNC", True)  # the queued task runs inline
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_METER_EVENT_API": "v2"}
+    ensured = webhook_endpoints.ensure_event_destination(live_server.url)
+    assert ensured.created and StripeEventDestination.objects.get().secret.startswith("whsec_")
+    assert not webhook_endpoints.ensure_event_destination(live_server.url).created  # found, not duplicated
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 7)
+    Meter.objects.update(customer_payload_key="customer")  # stale: Stripe maps stripe_customer_id
+
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    assert UsageReport.objects.get().status == "sent"  # the stream accepted it
+    billing.emulator.validate_meter_events()
+    assert billing.emulator.flush_webhooks()
+
+    rejected = UsageReport.objects.get()
+    assert rejected.status == "rejected" and "meter_event_no_customer_defined" in rejected.error
+    assert billing.stripe_total() == Decimal(0)
+
+    Meter.objects.update(customer_payload_key="stripe_customer_id")  # fixed
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    billing.emulator.validate_meter_events()
+    assert billing.emulator.flush_webhooks()
+    assert billing.stripe_total() == Decimal(7)
+    assert list(UsageReport.objects.order_by("sequence").values_list("status", flat=True)) == ["rejected", "sent"]
+    out = StringIO()
+    call_command("epsilon_setup", "--webhook-url", live_server.url, "--no-schedule", stdout=out)
+    assert f"Stripe event destination already exists: {ensured.stripe_id}" in out.getvalue()

@@ -36,7 +36,7 @@ class EnsuredObject:
 
     def describe(self) -> str:
         verb = "created" if self.created else "already exists"
-        return f"Stripe {self.kind} {verb}: {self.dashboard_url}"
+        return f"Stripe {self.kind} {verb}: {self.dashboard_url or self.stripe_id}"
 
 
 def _ensured(kind, stripe_object, created) -> EnsuredObject:

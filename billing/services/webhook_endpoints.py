@@ -12,6 +12,7 @@ from django.urls import reverse
 from djstripe.models import WebhookEndpoint
 
 from .. import stripe_api
+from ..models import StripeEventDestination
 from .stripe_setup import EnsuredObject
 
 ENABLED_EVENTS = [
@@ -29,6 +30,33 @@ ENABLED_EVENTS = [
     "product.created",
     "product.updated",
 ]
+
+
+DESTINATION_NAME = "Epsilon Billing: meter errors"
+DESTINATION_EVENTS = ["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"]
+
+
+def ensure_event_destination(base_url: str, *, client=None) -> EnsuredObject:
+    """
+    Find this site's event destination for Stripe's meter error reports (one Stripe has
+    and whose secret we hold) or create it; its secret is shown only on creation.
+    """
+    client = client or stripe_api.get_client()
+    url = base_url.rstrip("/") + reverse("stripe-event-destination")
+    known = set(StripeEventDestination.objects.filter(url=url, livemode=settings.STRIPE_LIVE_MODE).values_list("id", flat=True))
+    for destination in client.v2.core.event_destinations.list().auto_paging_iter():
+        if destination.id in known and destination.status == "enabled":
+            return EnsuredObject("event destination", destination.id, False, bool(destination.livemode))
+    destination = client.v2.core.event_destinations.create({
+        "name": DESTINATION_NAME, "type": "webhook_endpoint", "event_payload": "thin",
+        "enabled_events": DESTINATION_EVENTS, "webhook_endpoint": {"url": url},
+        "include": ["webhook_endpoint.signing_secret"],
+    })
+    StripeEventDestination.objects.create(
+        id=destination.id, livemode=bool(destination.livemode), url=url,
+        secret=destination.webhook_endpoint.signing_secret,
+    )
+    return EnsuredObject("event destination", destination.id, True, bool(destination.livemode))
 
 
 def webhook_url(base_url: str, djstripe_uuid) -> str:

@@ -35,6 +35,7 @@ class Command(BaseCommand):
                 ensured = stripe_setup.ensure_epsilon_objects(demo_customer=demo_customer)
                 if webhook_url:
                     ensured.append(webhook_endpoints.ensure_webhook_endpoint(webhook_url))
+                    ensured.append(webhook_endpoints.ensure_event_destination(webhook_url))
             except stripe_setup.SetupError as exc:
                 raise CommandError(str(exc)) from exc
         for obj in ensured:
