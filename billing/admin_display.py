@@ -17,6 +17,7 @@ BADGES = {
     "carried": ("muted", "→"),
     "pending": ("warn", "…"),
     "unreported": ("warn", "≠"),
+    "invoice": ("warn", "≠"),
     "rejected": ("error", "✗"),
     "drift": ("warn", "≠"),
     "unknown": ("warn", "?"),

@@ -488,7 +488,8 @@ def overview(*, now=None, hours=48) -> Overview:
     open_problems = open_problem_counts()
     drift = list(
         PeriodReconciliation.objects.filter(
-            status__in=[PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN, PeriodReconciliation.Status.UNREPORTED]
+            status__in=[PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN, PeriodReconciliation.Status.UNREPORTED,
+                       PeriodReconciliation.Status.INVOICE]
         ).select_related("meter")
     )
     return Overview(hourly, status_totals, failure_groups(since=since), open_problems, drift, schedule_state(), since)

@@ -330,6 +330,9 @@ class FinalizedInvoiceLine(models.Model):
     subscription_item_id = models.CharField(max_length=255)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
+    quantity = models.DecimalField(
+        max_digits=24, decimal_places=6, null=True, blank=True, help_text="The metered quantity Stripe billed."
+    )
     finalized_at = models.DateTimeField()
 
     class Meta:
@@ -358,6 +361,9 @@ class PeriodReconciliation(models.Model):
         # Stripe agrees with the ledger, but the source has usage of this finished
         # period that no report counted (it arrived after the period was reported).
         UNREPORTED = "unreported", "Usage not reported"
+        # Stripe's meter agrees with the ledger, but the period's finalized invoice
+        # billed a different quantity (reports that reached Stripe after it was final).
+        INVOICE = "invoice", "Invoice differs"
         CORRECTED = "corrected", "Corrected"
         UNKNOWN = "unknown", "Could not check"
 

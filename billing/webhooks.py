@@ -116,15 +116,20 @@ def periods_billed_by_draft_invoice(invoice: dict) -> list[tuple[str, int, int]]
 
 def periods_billed_by_invoice(invoice) -> list[tuple[str, int, int]]:
     """(item id, start, end) of the subscription item periods an invoice bills."""
+    return [(item_id, start, end) for item_id, start, end, _quantity in lines_billed_by_invoice(invoice)]
+
+
+def lines_billed_by_invoice(invoice) -> list[tuple[str, int, int, object]]:
+    """(item id, start, end, quantity) of the subscription item periods an invoice bills."""
     if invoice.get("billing_reason") not in PERIOD_INVOICE_REASONS:
         return []
-    closed = []
+    billed = []
     for line in (invoice.get("lines") or {}).get("data", []):
         item_id = _line_subscription_item(line)
         period = line.get("period") or {}
         if item_id and period.get("end", 0) > period.get("start", 0):
-            closed.append((item_id, period["start"], period["end"]))
-    return closed
+            billed.append((item_id, period["start"], period["end"], line.get("quantity")))
+    return billed
 
 
 def _line_subscription_item(line: dict) -> str | None:

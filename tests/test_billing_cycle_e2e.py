@@ -146,3 +146,10 @@ def test_late_usage_reaches_the_draft_invoice_and_after_finalization_the_next_on
     advance(emulator, clock, second.billing_end + timedelta(hours=2))
     assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 5 + 4
     assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 38  # never changed
+
+    # Three truths agree for the first period: the ledger, Stripe's meter and its invoice.
+    from billing.services import reconciliation
+
+    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
+    checked = by_period[first.start]
+    assert (checked.status, checked.ledger_units, checked.stripe_units) == ("ok", 38, 38), checked.error

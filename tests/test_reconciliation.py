@@ -143,3 +143,23 @@ def test_usage_the_source_has_for_a_finished_period_and_no_report_counted_is_fla
     billing.run(as_of=billing.period.billing_end + timedelta(hours=3))
     assert billing.stripe_total(start=billing.period.billing_end) == Decimal(3)
     assert billing.stripe_total() == Decimal(13)
+
+
+@pytest.mark.parametrize(("billed", "status"), [(10, "ok"), (7, "invoice")])
+def test_the_finalized_invoice_is_a_third_truth(reported, billed, status):
+    # Stripe's meter holds what the ledger sent, but its finalized invoice may have
+    # billed less: reports that reached the meter after the invoice was final.
+    from billing.models import FinalizedInvoiceLine
+
+    report = UsageReport.objects.get(status="sent")
+    FinalizedInvoiceLine.objects.create(
+        invoice_id="in_test_1", customer_id=reported.customer_id, subscription_item_id=reported.item_id,
+        period_start=report.billing_start, period_end=report.billing_end, quantity=billed,
+        finalized_at=report.billing_end,
+    )
+
+    [result] = check(reported)
+
+    assert (result.status, result.ledger_units, result.stripe_units) == (status, 10, 10)
+    if status == "invoice":
+        assert "billed 7 unit(s) for this period, the ledger sent 10" in result.error

@@ -11,6 +11,7 @@ and, for runs that did not get them, from Stripe's invoice list.
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import stripe
 from django.utils import timezone
@@ -30,10 +31,11 @@ def record_finalized(invoice) -> int:
         return 0
     finalized = (invoice.get("status_transitions") or {}).get("finalized_at") or invoice.get("created")
     new = 0
-    for item_id, start, end in webhooks.periods_billed_by_invoice(invoice):
+    for item_id, start, end, quantity in webhooks.lines_billed_by_invoice(invoice):
         _line, created = FinalizedInvoiceLine.objects.get_or_create(
             invoice_id=invoice["id"], subscription_item_id=item_id, period_start=_time(start),
             defaults={"customer_id": invoice.get("customer") or "", "period_end": _time(end),
+                      "quantity": None if quantity is None else Decimal(str(quantity)),
                       "finalized_at": _time(finalized) if finalized else timezone.now()},
         )
         new += created

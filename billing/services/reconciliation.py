@@ -162,11 +162,30 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
                 "(it arrived after the period was reported): report_usage sends it while Stripe's invoice "
                 "is a draft and carries it to the customer's next period after that"
             )
+        billed = invoiced_quantity(period)
+        if status == Status.OK and billed is not None and billed != max(period.ledger_units, Decimal(0)):
+            status, error = Status.INVOICE, (
+                f"Stripe's finalized invoice billed {billed.normalize():f} unit(s) for this period, the ledger "
+                f"sent {period.ledger_units.normalize():f}: the difference reached Stripe's meter after the "
+                "invoice was final and is on no invoice"
+            )
         fields.update(stripe_units=stripe_units, drift=drift, status=status, error=error)
     result, _ = PeriodReconciliation.objects.update_or_create(
         customer_id=period.customer_id, meter=period.meter, period_start=period.period_start, defaults=fields
     )
     return result
+
+
+def invoiced_quantity(period: LedgerPeriod) -> Decimal | None:
+    """The metered quantity of the period's finalized invoice line, if the app knows it."""
+    if period.billing_start is None:
+        return None
+    quantities = list(
+        FinalizedInvoiceLine.objects.filter(
+            customer_id=period.customer_id, period_start=period.billing_start, quantity__isnull=False
+        ).values_list("quantity", flat=True)
+    )
+    return sum(quantities, Decimal(0)) if quantities else None
 
 
 def unreported_late_usage(period: LedgerPeriod, source_total) -> Decimal | None:

@@ -30,7 +30,8 @@ class Command(BaseCommand):
         for result in results:
             self.stdout.write(describe(result))
         drifting = [r for r in results if r.status in (
-            PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN, PeriodReconciliation.Status.UNREPORTED
+            PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN, PeriodReconciliation.Status.UNREPORTED,
+            PeriodReconciliation.Status.INVOICE,
         )]
         counts = {s.label: sum(r.status == s for r in results) for s in PeriodReconciliation.Status}
         self.stdout.write(f"{len(results)} period(s) checked: " + ", ".join(f"{n} {label.lower()}" for label, n in counts.items() if n))
