@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from ..models import UsageReport
 from .periods import timestamp_rejection
-from .targets import ReportTarget
+from .targets import ReportTarget, ledger_target
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +209,6 @@ def correction(anchor: UsageReport, value: Decimal) -> UsageReport:
     A compensating event for a period (reconciliation), stamped where the period's own
     events are: not part of the period's running total. Raises InFlight.
     """
-    from .targets import ledger_target
-
     target = ledger_target(anchor, (anchor.subject or None, None))
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))
@@ -229,8 +227,6 @@ def carry_unreported(anchor: UsageReport, source_total: Decimal) -> UsageReport 
     (reconciliation found it): a carried row counts it, so the customer's next period
     bills it. None when the ledger already counts that total. Raises InFlight.
     """
-    from .targets import ledger_target
-
     target = ledger_target(anchor, (anchor.subject or None, None))
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))

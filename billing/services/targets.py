@@ -103,7 +103,7 @@ def subject_for(customer_id: str, metadata: dict | None) -> str:
     return subject
 
 
-def metered_items(*, customer_ids=None, subscription_ids=None, item_ids=None):
+def metered_items(*, customer_ids=None, item_ids=None):
     """Items on a metered price of a meter Epsilon knows, live or recently ended."""
     meters = Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE)
     items = (
@@ -117,8 +117,6 @@ def metered_items(*, customer_ids=None, subscription_ids=None, item_ids=None):
     )
     if customer_ids is not None:
         items = items.filter(subscription__customer__id__in=customer_ids)
-    if subscription_ids is not None:
-        items = items.filter(subscription__id__in=subscription_ids)
     if item_ids is not None:
         items = items.filter(id__in=item_ids)
     return items
@@ -134,9 +132,9 @@ def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> li
     if subscription_ids is not None:
         customer_ids = customers_of(subscription_ids, customer_ids)
     items = list(metered_items(customer_ids=customer_ids))
-    changes = _changes(items)
+    changes, meters = _changes(items), _meters()
     mirrored = [
-        target for item in items for target in _item_targets(item, changes[item.id])
+        target for item in items for target in _item_targets(item, changes[item.id], meters)
         if target.live or target.period.billing_end > now - STRIPE_TIMESTAMP_MAX_AGE
     ]
     mirrored = _flag_conflicts(mirrored)
@@ -157,10 +155,10 @@ def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
     """
     periods = {item_id: (start, end) for item_id, start, end in closed}
     items = list(metered_items(item_ids=list(periods)))
-    changes = _changes(items)
+    changes, meters = _changes(items), _meters()
     explicit = [
         replace(target, live=False)
-        for item in items for target in _item_targets(item, changes[item.id], period=periods[item.id])
+        for item in items for target in _item_targets(item, changes[item.id], meters, period=periods[item.id])
     ]
     customers = sorted({t.customer_id for t in explicit})
     if not customers:
@@ -181,7 +179,7 @@ def _changes(items) -> dict[str, list[SubscriptionItemChange]]:
     return changes
 
 
-def _item_targets(item, changes, *, period=None) -> list[ReportTarget]:
+def _item_targets(item, changes, meters: dict[str, Meter], *, period=None) -> list[ReportTarget]:
     """
     The item's period (its current one, or `period`) as targets: cut where its price
     was replaced (each part at its own price) and where its service ended.
@@ -204,7 +202,7 @@ def _item_targets(item, changes, *, period=None) -> list[ReportTarget]:
     prices = [c.old_price_id for c in cuts] + [item.price.id]
     targets = []
     for n, price_id in enumerate(prices):
-        meter = _meters().get(_price_meter(item, price_id))
+        meter = meters.get(_price_meter(item, price_id))
         if meter is None:
             continue  # that price is not on a meter Epsilon reports
         last = n == len(prices) - 1

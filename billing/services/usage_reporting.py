@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import stripe_api, webhooks
+from .. import selectors, stripe_api, webhooks
 from ..models import UsageReport
 from ..usage_sources import get_usage_source
 from . import invoices, ledger, stripe_sync, targets as targets_step
@@ -208,8 +208,7 @@ def prepare_report(target, usage_until, total, *, error, trigger, now, dry_run=F
             return ReportOutcome(target, usage_until, None, Decimal(0), Status.FAILED, error, report)
         if dry_run:
             _carry, units = ledger.owed(target, total)
-            sent = sum((r.value_sent for r in ledger.rows_of(target) if r.counts_toward_total), Decimal(0))
-            value = units - sent
+            value = units - selectors.sent_total(target)
             return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
         report = ledger.claim(target, usage_until, total, trigger=trigger, now=now)
     except InFlight as exc:
