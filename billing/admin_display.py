@@ -15,6 +15,7 @@ BADGES = {
     "corrected": ("ok", "✓"),
     "skipped": ("muted", "–"),
     "carried": ("muted", "→"),
+    "late": ("warn", "!"),
     "pending": ("warn", "…"),
     "unreported": ("warn", "≠"),
     "invoice": ("warn", "≠"),

@@ -10,7 +10,7 @@ from .models import UsageReport
 Status = UsageReport.Status
 CHART_W, CHART_H, CHART_LEFT, CHART_TOP, CHART_BOTTOM = 720, 160, 36, 8, 28
 # Stacked bottom to top, in this order.
-STACK = [Status.SENT, Status.SKIPPED, Status.CARRIED, Status.PENDING, Status.REJECTED, Status.FAILED]
+STACK = [Status.SENT, Status.SKIPPED, Status.CARRIED, Status.LATE, Status.PENDING, Status.REJECTED, Status.FAILED]
 
 
 class BillingOverview(TemplateView):

@@ -8,7 +8,7 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import stripe_api, webhooks  # noqa: F401 - registers the webhook handlers
+        from . import checks, stripe_api, webhooks  # noqa: F401 - registers the checks and webhook handlers
 
         stripe_api.configure_stripe_module()
         setting_changed.connect(_reconfigure_stripe, dispatch_uid="billing.reconfigure_stripe")

@@ -91,6 +91,9 @@ class ReportStatus(models.TextChoices):
     # Accepted by Stripe, then dropped by its asynchronous validation (an error report):
     # not counted, so the period's next report sends the usage again.
     REJECTED = "rejected", "Rejected by Stripe"
+    # Late usage of a finalized period under EPSILON["LATE_USAGE"] = "record": kept in
+    # the ledger for an operator, not sent and not counted, so it is billed nowhere.
+    LATE = "late", "Late: recorded, not billed"
 
 
 class ReportTrigger(models.TextChoices):
@@ -184,6 +187,13 @@ class UsageReport(models.Model):
         help_text="Sent to Stripe as one meter event: carry plus total, in whole units, "
         "minus what earlier reports of this period sent (negative for a correction).",
     )
+    unbilled = models.DecimalField(
+        **USAGE_DECIMAL,
+        default=0,
+        help_text="Whole units of this period that Stripe's meter took after the period's "
+        "invoice was finalized (an outage longer than the grace period), so no invoice "
+        "billed them: carried to the customer's next period.",
+    )
     identifier = models.CharField(
         max_length=100,
         unique=True,
@@ -244,6 +254,7 @@ class UsageReport(models.Model):
         ]
         permissions = [
             ("report_usage_now", "Can report usage to Stripe now"),
+            ("resolve_usage_report", "Can settle a usage report whose outcome is unknown"),
         ]
 
     # Reports whose value is part of the period's running total: sent, and not
@@ -259,6 +270,36 @@ class UsageReport(models.Model):
 
     def get_stripe_dashboard_url(self) -> str:
         return stripe_dashboard.url_for(self.customer_id, self.livemode)
+
+
+class ReportDecision(models.Model):
+    """
+    A decision on a usage report whose outcome was unknown (its send was interrupted and
+    no run could settle it): who decided, what, why, and what came of it. The ledger's
+    own audit of every settlement that was not Stripe's answer to a send.
+    """
+
+    class Action(models.TextChoices):
+        RESEND = "resend", "Resend with the same identifier (Stripe deduplicates it)"
+        CANCEL = "cancel", "Cancel it at Stripe (meter event adjustment) and report again"
+        METER_SUMMARY = "meter_summary", "Decide by Stripe's meter summary of the period"
+        MARK_SENT = "mark_sent", "Mark sent: Stripe holds it (checked by the operator)"
+        MARK_FAILED = "mark_failed", "Mark failed: Stripe does not hold it (checked by the operator)"
+
+    report = models.ForeignKey(UsageReport, on_delete=models.PROTECT, related_name="decisions")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    decided_by = models.CharField(max_length=150, help_text="The admin user, or the command and its OS user.")
+    reason = models.TextField(blank=True)
+    status_before = models.CharField(max_length=16, choices=ReportStatus.choices)
+    status_after = models.CharField(max_length=16, choices=ReportStatus.choices)
+    outcome = models.TextField(help_text="What happened, in words.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} by {self.decided_by}"
 
 
 class SubscriptionItemChange(models.Model):

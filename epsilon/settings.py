@@ -186,6 +186,10 @@ EPSILON = {
     # backoff and jitter starting at this many seconds.
     "STRIPE_MAX_ATTEMPTS": env.int("EPSILON_STRIPE_MAX_ATTEMPTS", default=5),
     "STRIPE_BACKOFF_SECONDS": env.float("EPSILON_STRIPE_BACKOFF_SECONDS", default=0.5),
+    # Late usage of a period whose invoice Stripe has finalized (the invoice never
+    # changes): "carry" (the default) bills it with the customer's next period, linked
+    # to the period it belongs to; "record" keeps a flagged row and bills it nowhere.
+    "LATE_USAGE": env.str("EPSILON_LATE_USAGE", default="carry"),
     # How often the django-q2 schedule reports usage (run it with `manage.py qcluster`).
     "REPORT_INTERVAL_MINUTES": env.int("EPSILON_REPORT_INTERVAL_MINUTES", default=60),
 }

@@ -234,7 +234,7 @@ def test_overview_counts_reports_per_hour_failures_by_reason_drift_and_the_sched
     overview = response.context["overview"]
 
     assert response.status_code == 200
-    assert overview.status_totals == {"pending": 0, "sent": 2, "failed": 3, "skipped": 0, "carried": 0, "rejected": 0}
+    assert overview.status_totals == {"pending": 0, "sent": 2, "failed": 3, "skipped": 0, "carried": 0, "rejected": 0, "late": 0}
     by_hour = {h.hour: h.counts for h in overview.hours if h.total}
     assert sorted(by_hour.values(), key=lambda c: c["sent"]) == [
         {"pending": 0, "sent": 0, "failed": 2, "skipped": 0, "carried": 0, "rejected": 0},

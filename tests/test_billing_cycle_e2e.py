@@ -153,3 +153,74 @@ def test_late_usage_reaches_the_draft_invoice_and_after_finalization_the_next_on
     by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
     checked = by_period[first.start]
     assert (checked.status, checked.ledger_units, checked.stripe_units) == ("ok", 38, 38), checked.error
+
+
+def outage_spanning_finalization(emulator, clock, customer_id, first, settings):
+    """Stripe's meter event API fails from the period's end until after its invoice finalized."""
+    settings.EPSILON = {**settings.EPSILON, "PENDING_LEASE_SECONDS": 0}
+    meter_services.ingest_events([execution("on-time", customer_id, first.start + timedelta(hours=3), 30)])
+    emulator.set_faults(rate_500=1.0)  # meter event calls only: nothing recorded
+    advance(emulator, clock, first.billing_end + timedelta(minutes=10))  # drafted; the closing report is in doubt
+    closing = UsageReport.objects.get(billing_start=first.billing_start, status="pending")
+    advance(emulator, clock, first.billing_end + timedelta(hours=2))  # finalized without it
+    emulator.set_faults(rate_500=0.0)
+    return closing
+
+
+def test_an_outage_spanning_finalization_carries_what_stripe_took_too_late_to_the_next_invoice(cycle, settings):
+    """
+    The period's closing report could not reach Stripe until its invoice had finalized
+    (billing 0). Resent afterwards, Stripe's meter takes it, in a period no invoice will
+    bill again: the ledger says so on the row and bills those units on the next invoice.
+    """
+    emulator, client, clock, customer_id, first = cycle
+    closing = outage_spanning_finalization(emulator, clock, customer_id, first, settings)
+    assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 0
+
+    out = StringIO()
+    call_command("report_usage", stdout=out)  # the outage is over: the pending report is resent
+    closing.refresh_from_db()
+    assert (closing.status, closing.value_sent, closing.unbilled) == ("sent", 30, 30), closing.error
+    assert "after its invoice was finalized" in closing.error and "carried to the customer's next period" in closing.error
+    first_end = int(first.billing_end.timestamp())
+    assert Decimal(emulator.meter_event_totals(customer=customer_id, end=first_end)["total"]) == 30
+
+    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
+    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
+    call_command("report_usage", stdout=StringIO())
+    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
+    advance(emulator, clock, second.billing_end + timedelta(hours=2))
+    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 30 + 4
+    assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 0  # never changed
+
+    from billing.services import reconciliation
+
+    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
+    checked = by_period[first.start]
+    assert (checked.status, checked.ledger_units, checked.stripe_units) == ("ok", 30, 30), checked.error
+
+
+def test_with_late_usage_recorded_only_nothing_reaches_a_later_invoice_and_the_rows_say_why(cycle, settings):
+    """EPSILON_LATE_USAGE=record: late usage and too-late sends are flagged rows, billed nowhere."""
+    emulator, client, clock, customer_id, first = cycle
+    settings.EPSILON = {**settings.EPSILON, "LATE_USAGE": "record"}
+    outage_spanning_finalization(emulator, clock, customer_id, first, settings)
+    meter_services.ingest_events([execution("too-late", customer_id, first.end - timedelta(minutes=20), 5)])
+    call_command("report_usage", stdout=StringIO())  # resends the closing report; records the late usage
+
+    rows = {r.status: r for r in UsageReport.objects.filter(billing_start=first.billing_start)}
+    assert rows["sent"].unbilled == 0 and "recorded only" in rows["sent"].error, rows["sent"].error
+    assert rows["late"].value_sent == 0 and "recorded only" in rows["late"].error, rows["late"].error
+
+    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
+    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
+    call_command("report_usage", stdout=StringIO())
+    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
+    advance(emulator, clock, second.billing_end + timedelta(hours=2))
+    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 4
+    assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 0
+
+    from billing.services import reconciliation
+
+    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
+    assert by_period[first.start].status == "invoice", by_period[first.start].error  # flagged for an operator

@@ -16,8 +16,9 @@ from decimal import Decimal
 import stripe
 from django.utils import timezone
 
-from ..models import FinalizedInvoiceLine
 from .. import webhooks
+from ..models import FinalizedInvoiceLine, UsageReport
+from . import ledger
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +27,62 @@ MAX_GRACE = timedelta(hours=72)
 
 
 def record_finalized(invoice) -> int:
-    """Record the item periods of a finalized invoice; how many were new."""
+    """
+    Record the item periods of a finalized invoice, and account for what the ledger sent
+    into them beyond what the invoice billed; how many periods were new.
+    """
     if invoice.get("status") in (None, "draft"):
         return 0
     finalized = (invoice.get("status_transitions") or {}).get("finalized_at") or invoice.get("created")
-    new = 0
+    customer_id = invoice.get("customer") or ""
+    new, starts = 0, set()
     for item_id, start, end, quantity in webhooks.lines_billed_by_invoice(invoice):
         _line, created = FinalizedInvoiceLine.objects.get_or_create(
             invoice_id=invoice["id"], subscription_item_id=item_id, period_start=_time(start),
-            defaults={"customer_id": invoice.get("customer") or "", "period_end": _time(end),
+            defaults={"customer_id": customer_id, "period_end": _time(end),
                       "quantity": None if quantity is None else Decimal(str(quantity)),
                       "finalized_at": _time(finalized) if finalized else timezone.now()},
         )
         new += created
+        starts.add(_time(start))
+    keys = UsageReport.objects.filter(customer_id=customer_id, billing_start__in=starts).values_list(
+        "meter_id", "customer_id", "billing_start"
+    )
+    account_unbilled(set(keys))
     return new
+
+
+def account_unbilled(keys) -> None:
+    """
+    For each ledger period (meter, customer, billing start) whose invoice is final:
+    the units Stripe's meter took beyond what the invoice billed are carried on
+    (ledger.account_unbilled). Called when an invoice is recorded final and when a
+    closing report settles, whichever comes last.
+    """
+    keys = set(keys)
+    if not keys:
+        return
+    billed = invoiced_units_of({customer for _m, customer, _s in keys}, {start for _m, _c, start in keys})
+    for key in sorted(keys):
+        _meter_id, customer_id, billing_start = key
+        if (customer_id, billing_start) in billed:
+            ledger.account_unbilled(key, billed[(customer_id, billing_start)])
+
+
+def invoiced_units_of(customer_ids, starts) -> dict[tuple[str, datetime], Decimal]:
+    """The metered quantity finalized invoices billed, by (customer, item period start)."""
+    billed: dict[tuple[str, datetime], Decimal] = {}
+    lines = FinalizedInvoiceLine.objects.filter(
+        customer_id__in=customer_ids, period_start__in=starts, quantity__isnull=False
+    ).values_list("customer_id", "period_start", "quantity")
+    for customer_id, start, quantity in lines:
+        billed[(customer_id, start)] = billed.get((customer_id, start), Decimal(0)) + quantity
+    return billed
+
+
+def invoiced_units(customer_id: str, billing_start: datetime) -> Decimal | None:
+    """What the period's finalized invoice billed, if the app knows it."""
+    return invoiced_units_of([customer_id], [billing_start]).get((customer_id, billing_start))
 
 
 def refresh_finalized(client, customer_ids, *, since: datetime) -> None:

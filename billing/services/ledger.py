@@ -19,19 +19,22 @@ in one place:
   the difference between two subjects' totals.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 from hashlib import sha256
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from ..models import UsageReport
 from .periods import timestamp_rejection
-from .targets import ReportTarget, ledger_target
+from . import targets
 
 logger = logging.getLogger(__name__)
 
@@ -64,30 +67,34 @@ def whole_units(value: Decimal) -> Decimal:
     return value.to_integral_value(rounding=ROUND_DOWN)
 
 
-def rows_of(target: ReportTarget):
+def rows_of(target: targets.ReportTarget):
     meter_id, customer_id, billing_start = target.key
     return UsageReport.objects.filter(meter_id=meter_id, customer_id=customer_id, billing_start=billing_start)
 
 
-def carry_into(target: ReportTarget) -> Decimal:
+def carry_into(target: targets.ReportTarget) -> Decimal:
     """
     The customer's usage on this meter before this period that no whole unit billed
     yet: the sum, over earlier periods, of their latest total minus what they sent.
     """
     meter_id, customer_id, billing_start = target.key
     earlier = UsageReport.objects.filter(
-        COUNTED, meter_id=meter_id, customer_id=customer_id, billing_start__lt=billing_start
-    ).aggregate(usage=Sum("usage_delta", default=Decimal(0)), sent=Sum("value_sent", default=Decimal(0)))
-    return earlier["usage"] - earlier["sent"]
+        meter_id=meter_id, customer_id=customer_id, billing_start__lt=billing_start
+    ).aggregate(
+        usage=Sum("usage_delta", filter=COUNTED, default=Decimal(0)),
+        sent=Sum("value_sent", filter=COUNTED, default=Decimal(0)),
+        unbilled=Sum("unbilled", default=Decimal(0)),  # sent, but on no invoice
+    )
+    return earlier["usage"] - earlier["sent"] + earlier["unbilled"]
 
 
-def owed(target: ReportTarget, total: Decimal) -> tuple[Decimal, Decimal]:
+def owed(target: targets.ReportTarget, total: Decimal) -> tuple[Decimal, Decimal]:
     """(carry in, whole units this period owes in all) for a period-to-date total."""
     carry = carry_into(target)
     return carry, whole_units(carry + total)
 
 
-def claim(target: ReportTarget, usage_until, total: Decimal, *, trigger: str, now) -> UsageReport:
+def claim(target: targets.ReportTarget, usage_until, total: Decimal, *, trigger: str, now) -> UsageReport:
     """
     Write the period's next row in one transaction: pending with what to send, skipped
     when nothing is new, failed when it cannot be sent (subject changed, timestamp out
@@ -109,12 +116,9 @@ def claim(target: ReportTarget, usage_until, total: Decimal, *, trigger: str, no
             value = units - sent
             if value == 0:
                 return _skip(target, usage_until, total, carry, last, counted, trigger)
-            if target.invoice_final:  # Stripe would hold it on no invoice: bill it next period
-                note = (
-                    f"Stripe finalized this period's invoice: {value:+} unit(s) of late usage are "
-                    "not sent into it, but carried to the customer's next period"
-                )
-                return _skip(target, usage_until, total, carry, last, counted, trigger, status=Status.CARRIED, note=note)
+            if target.invoice_final:  # Stripe would hold it on no invoice
+                status, note = late_usage_row(value)
+                return _skip(target, usage_until, total, carry, last, counted, trigger, status=status, note=note)
             timestamp = target.period.event_timestamp(usage_until)
             rejection = timestamp_rejection(timestamp, now)
             report = _row(target, usage_until, total, value, Status.FAILED if rejection else Status.PENDING, trigger, last)
@@ -138,25 +142,44 @@ def _subject_change(rows, subject: str | None) -> str | None:
     )
 
 
+def late_usage_row(value: Decimal) -> tuple[str, str]:
+    """
+    (status, note) of a finalized period's late usage, by EPSILON["LATE_USAGE"]: carried
+    (counted, so the customer's next period bills it) or recorded only (a flagged row
+    that counts toward nothing).
+    """
+    if settings.EPSILON["LATE_USAGE"] == "record":
+        return Status.LATE, (
+            f"Stripe finalized this period's invoice: {value:+} unit(s) of late usage are recorded "
+            "only (EPSILON_LATE_USAGE=record), neither sent into it nor billed on a later invoice"
+        )
+    return Status.CARRIED, (
+        f"Stripe finalized this period's invoice: {value:+} unit(s) of late usage are "
+        "not sent into it, but carried to the customer's next period"
+    )
+
+
 def _skip(target, usage_until, total, carry, last, counted, trigger, *, status=Status.SKIPPED, note="") -> UsageReport:
     """
-    Nothing to send (nothing new, or usage carried on): say so once, and keep that one
-    row up to date on later runs. Its total still counts toward the customer's carry.
+    Nothing to send (nothing new, or late usage carried or recorded): say so once, and
+    keep that one row up to date on later runs. A skipped or carried row's total still
+    counts toward the customer's carry.
     """
-    base = counted[-2].usage_total if last and last.status == status and len(counted) > 1 else None
-    if last and last.status == status:
+    reuse = last is not None and last.status == status
+    prior = [row for row in counted if not (reuse and row.pk == last.pk)]
+    delta = total - (prior[-1].usage_total if prior else Decimal(0))
+    if reuse:
         last.usage_until, last.usage_total, last.trigger, last.carry_in = usage_until, total, trigger, carry
-        last.usage_delta, last.error = total - (base if base is not None else Decimal(0)), note
+        last.usage_delta, last.error = delta, note
         last.save(update_fields=["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "error", "updated"])
         return last
     report = _row(target, usage_until, total, Decimal(0), status, trigger, last)
-    report.carry_in, report.error = carry, note
-    report.usage_delta = total - (counted[-1].usage_total if counted else Decimal(0))
+    report.carry_in, report.error, report.usage_delta = carry, note, delta
     report.save()
     return report
 
 
-def record_failure(target: ReportTarget, usage_until, total, error: str, *, trigger: str) -> UsageReport:
+def record_failure(target: targets.ReportTarget, usage_until, total, error: str, *, trigger: str) -> UsageReport:
     """A report that cannot be made (no subject, source down, two items): leave a row."""
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))
@@ -209,7 +232,7 @@ def correction(anchor: UsageReport, value: Decimal) -> UsageReport:
     A compensating event for a period (reconciliation), stamped where the period's own
     events are: not part of the period's running total. Raises InFlight.
     """
-    target = ledger_target(anchor, (anchor.subject or None, None))
+    target = targets.ledger_target(anchor, (anchor.subject or None, None))
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))
         if any(row.status == Status.PENDING for row in rows):
@@ -227,7 +250,7 @@ def carry_unreported(anchor: UsageReport, source_total: Decimal) -> UsageReport 
     (reconciliation found it): a carried row counts it, so the customer's next period
     bills it. None when the ledger already counts that total. Raises InFlight.
     """
-    target = ledger_target(anchor, (anchor.subject or None, None))
+    target = targets.ledger_target(anchor, (anchor.subject or None, None))
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))
         if any(row.status == Status.PENDING for row in rows):
@@ -236,17 +259,52 @@ def carry_unreported(anchor: UsageReport, source_total: Decimal) -> UsageReport 
         base = counted[-1].usage_total if counted else Decimal(0)
         if source_total == base:
             return None
-        report = _row(target, anchor.usage_until, source_total, Decimal(0), Status.CARRIED, UsageReport.Trigger.RECONCILE, rows[-1])
+        status, note = late_usage_row(source_total - base)
+        report = _row(target, anchor.usage_until, source_total, Decimal(0), status, UsageReport.Trigger.RECONCILE, rows[-1])
         report.subject, report.carry_in, report.usage_delta = anchor.subject, carry_into(target), source_total - base
-        report.error = (
-            f"reconciliation: {source_total - base:+} usage of this finished period that no report counted, "
-            "carried to the customer's next period"
-        )
+        report.error = f"reconciliation found usage no report counted. {note}"
         report.save()
         return report
 
 
-def meter_event_identifier(target: ReportTarget, sequence: int) -> str:
+def account_unbilled(key: tuple, invoiced: Decimal) -> Decimal | None:
+    """
+    A finalized invoice billed `invoiced` units of the period `key` (meter, customer,
+    billing start). Whatever more the ledger sent into the period reached Stripe's meter
+    after the invoice was final (an outage longer than the grace period, or a report
+    sent before the app learnt of the finalization): it is on no invoice. Those units are
+    written on the period's latest sent row as `unbilled`, which `carry_into` carries to
+    the customer's next period (or, with LATE_USAGE = "record", only noted there).
+    Idempotent; None while a row of the period is in flight (its settlement calls again).
+    """
+    meter_id, customer_id, billing_start = key
+    with transaction.atomic():
+        rows = list(
+            UsageReport.objects.filter(meter_id=meter_id, customer_id=customer_id, billing_start=billing_start)
+            .select_for_update().order_by("sequence")
+        )
+        if any(row.status == Status.PENDING for row in rows):
+            return None
+        sent = [row for row in rows if row.status == Status.SENT]
+        late = max(sum((row.value_sent for row in sent), Decimal(0)) - invoiced, Decimal(0))
+        carrier = next((row for row in reversed(sent) if row.trigger != UsageReport.Trigger.RECONCILE), None)
+        carried = late if settings.EPSILON["LATE_USAGE"] == "carry" else Decimal(0)
+        for row in rows:
+            unbilled = carried if row is carrier else Decimal(0)
+            if row.unbilled == unbilled and not (row is carrier and late):
+                continue
+            row.unbilled = unbilled
+            if row is carrier and late:
+                row.error = (
+                    f"Stripe's meter took {late.normalize():f} unit(s) of this period after its invoice was "
+                    f"finalized (it billed {invoiced.normalize():f}): no invoice billed them; "
+                    + ("carried to the customer's next period" if carried else "recorded only (EPSILON_LATE_USAGE=record)")
+                )
+            row.save(update_fields=["unbilled", "error", "updated"])
+        return late
+
+
+def meter_event_identifier(target: targets.ReportTarget, sequence: int) -> str:
     """Deterministic per (customer, meter, period, sequence); at most Stripe's 100 characters."""
     meter_id, customer_id, billing_start = target.key
     readable = f"{customer_id}:{meter_id}:{billing_start:%Y%m%dT%H%M%SZ}:{sequence}"
@@ -261,7 +319,7 @@ def lock_order(row) -> tuple:
     Every transaction locks ledger rows in this order (targets and rows alike), so
     concurrent runs wait for each other instead of deadlocking.
     """
-    if isinstance(row, ReportTarget):
+    if isinstance(row, targets.ReportTarget):
         return (row.customer_id, row.meter.id, row.period.billing_start)
     return (row.customer_id, row.meter_id, row.billing_start)
 
@@ -336,6 +394,30 @@ def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageRep
             claimed.append(report)
     too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]
     return [r for r in claimed if r not in too_old], too_old
+
+
+def take_in_doubt(report: UsageReport, *, lease: timedelta) -> bool:
+    """
+    Take a pending row no run is sending (its lease ran out) for an operator's decision,
+    by the same conditional update runs use: False when a run holds or just took it.
+    """
+    now = timezone.now()
+    taken = UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated__lt=now - lease).update(updated=now)
+    report.refresh_from_db()
+    return bool(taken)
+
+
+def decide(report: UsageReport, *, status: str, note: str) -> UsageReport:
+    """
+    Settle a row in doubt as decided (sent: Stripe holds it; failed: it does not, and
+    the period's next report sends its usage under a new identifier).
+    """
+    fields = {"status": status, "error": note, "updated": timezone.now()}
+    if status == Status.SENT:
+        fields["sent_at"] = fields["updated"]
+    UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(**fields)
+    report.refresh_from_db()
+    return report
 
 
 def resolve_beyond_dedupe(report: UsageReport, stripe_units: Decimal) -> UsageReport:

@@ -42,6 +42,8 @@ class LedgerPeriod:
     billing_start: object = None
     # The source's total the ledger last counted for the period (sent, skipped or carried).
     counted_total: Decimal | None = None
+    # Units the ledger sent that Stripe took after the invoice was final, carried on.
+    unbilled: Decimal = Decimal(0)
 
 
 def reconcile(
@@ -76,6 +78,7 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
             usage_until=Max("usage_until"),
             last_change=Max("updated"),
             in_flight=Max("id", filter=Q(status=UsageReport.Status.PENDING)),
+            unbilled=Sum("unbilled", default=Decimal(0)),
         )
         .filter(last_change__lt=settled_before, in_flight__isnull=True)
         .order_by("customer_id", "meter_id", "period_start")
@@ -87,7 +90,7 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
         LedgerPeriod(
             row["customer_id"], meters[row["meter_id"]], row["first_start"], row["first_end"],
             row["usage_until"], row["ledger_units"], row["billing_start"],
-            counted.get((row["customer_id"], row["meter_id"], row["billing_start"])),
+            counted.get((row["customer_id"], row["meter_id"], row["billing_start"])), row["unbilled"],
         )
         for row in grouped
     ]
@@ -162,30 +165,19 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
                 "(it arrived after the period was reported): report_usage sends it while Stripe's invoice "
                 "is a draft and carries it to the customer's next period after that"
             )
-        billed = invoiced_quantity(period)
-        if status == Status.OK and billed is not None and billed != max(period.ledger_units, Decimal(0)):
+        billed = invoices.invoiced_units(period.customer_id, period.billing_start) if period.billing_start else None
+        on_invoice = period.ledger_units - period.unbilled  # what the ledger holds billed by the invoice
+        if status == Status.OK and billed is not None and billed != max(on_invoice, Decimal(0)):
             status, error = Status.INVOICE, (
                 f"Stripe's finalized invoice billed {billed.normalize():f} unit(s) for this period, the ledger "
-                f"sent {period.ledger_units.normalize():f}: the difference reached Stripe's meter after the "
-                "invoice was final and is on no invoice"
+                f"sent {period.ledger_units.normalize():f} and carried {period.unbilled.normalize():f} on: the "
+                "difference reached Stripe's meter after the invoice was final and is on no invoice"
             )
         fields.update(stripe_units=stripe_units, drift=drift, status=status, error=error)
     result, _ = PeriodReconciliation.objects.update_or_create(
         customer_id=period.customer_id, meter=period.meter, period_start=period.period_start, defaults=fields
     )
     return result
-
-
-def invoiced_quantity(period: LedgerPeriod) -> Decimal | None:
-    """The metered quantity of the period's finalized invoice line, if the app knows it."""
-    if period.billing_start is None:
-        return None
-    quantities = list(
-        FinalizedInvoiceLine.objects.filter(
-            customer_id=period.customer_id, period_start=period.billing_start, quantity__isnull=False
-        ).values_list("quantity", flat=True)
-    )
-    return sum(quantities, Decimal(0)) if quantities else None
 
 
 def unreported_late_usage(period: LedgerPeriod, source_total) -> Decimal | None:

@@ -228,18 +228,23 @@ def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]
     lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
     resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
     send_reports(resend, client)
-    resolved = [_resolve_beyond_dedupe(report, client) for report in too_old]
+    resolved = [_resolved_or_left(report, client) for report in too_old]
     return [_outcome_of(report) for report in resend + resolved]
 
 
-def _resolve_beyond_dedupe(report: UsageReport, client) -> UsageReport:
-    from .reconciliation import stripe_units_between
-
+def _resolved_or_left(report: UsageReport, client) -> UsageReport:
     try:
-        units = stripe_units_between(client, report.meter, report.customer_id, report.period_start, report.period_end)
+        return resolve_by_meter_summary(report, client)
     except stripe.StripeError as exc:
         logger.warning("could not read Stripe's meter summary for %s: %s", report.identifier, exc)
         return report
+
+
+def resolve_by_meter_summary(report: UsageReport, client) -> UsageReport:
+    """Settle a row in doubt by Stripe's meter summary of its period (ledger.resolve_beyond_dedupe)."""
+    from .reconciliation import stripe_units_between
+
+    units = stripe_units_between(client, report.meter, report.customer_id, report.period_start, report.period_end)
     return ledger.resolve_beyond_dedupe(report, units)
 
 
