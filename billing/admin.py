@@ -17,9 +17,10 @@ from .admin_actions import (
     ReconcileMixin,
     ReportUsageNowMixin,
     RetryFailedMixin,
+    SettleInDoubtMixin,
 )
 from .admin_display import money, status_badge, stripe_link, stripe_url
-from .models import Meter, PeriodReconciliation, UsageReport
+from .models import Meter, PeriodReconciliation, ReportDecision, UsageReport
 
 CUSTOMER_FILTER_CHOICES = 100
 ADMIN_CSS = {"all": ["billing/admin.css"]}
@@ -101,8 +102,30 @@ class AuditReadOnlyMixin(ReadOnlyMixin):
         return False
 
 
+class ReportDecisionInline(admin.TabularInline):
+    """Decisions on a report in doubt: who settled it, how, why, and what came of it."""
+
+    model = ReportDecision
+    fields = ["created", "decided_by", "action", "reason", "status_before", "status_after", "outcome"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "decision on this report"
+    verbose_name_plural = "Decisions on this report (it was in doubt)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        # Part of the report's audit: whoever may read the report reads its decisions.
+        return request.user.has_perm("billing.view_usagereport")
+
+
 @admin.register(UsageReport)
-class UsageReportAdmin(AuditReadOnlyMixin, RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
+class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
     """The audit of every usage report: read-only, it is the billing ledger."""
 
     list_display = [
@@ -118,17 +141,18 @@ class UsageReportAdmin(AuditReadOnlyMixin, RetryFailedMixin, CsvExportMixin, adm
     search_help_text = "A Stripe customer, subscription, item or price id; a customer email; an identifier."
     date_hierarchy = "period_start"
     list_per_page = 50
+    inlines = [ReportDecisionInline]
     fieldsets = [
         ("Who", {"fields": ["customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode"]}),
         ("Period (UTC, window-aligned)", {"fields": ["window_size", "period_start", "period_end", "usage_until", "sequence"]}),
-        ("Usage", {"fields": ["source_meter_slug", "usage_total", "value_sent"]}),
+        ("Usage", {"fields": ["source_meter_slug", "usage_total", "value_sent", "unbilled"]}),
         ("Stripe meter event", {"fields": ["identifier", "event_timestamp", "status_display", "error", "attempts", "sent_at"]}),
         ("Audit", {"fields": ["trigger", "created", "updated"]}),
     ]
     readonly_fields = [
         "customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode",
         "window_size", "period_start", "period_end", "usage_until", "sequence", "source_meter_slug",
-        "usage_total", "value_sent", "identifier", "event_timestamp", "status_display", "error", "attempts",
+        "usage_total", "value_sent", "unbilled", "identifier", "event_timestamp", "status_display", "error", "attempts",
         "sent_at", "trigger", "created", "updated",
     ]
 

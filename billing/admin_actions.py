@@ -20,10 +20,12 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from djstripe.models import Customer
 
-from .models import PeriodReconciliation, UsageReport
-from .services import reconciliation, usage_reporting
+from .errors import ReportNotResolvable
+from .models import PeriodReconciliation, ReportDecision, UsageReport
+from .services import reconciliation, stale_reports, usage_reporting
 
 PERMISSION = "billing.report_usage_now"
+RESOLVE_PERMISSION = "billing.resolve_usage_report"
 SERVICE_ERRORS = (ImproperlyConfigured, stripe.StripeError)
 
 
@@ -234,6 +236,69 @@ class RetryFailedMixin:
             empty_message="Nothing to retry: the failed reports' subscriptions have nothing to report now "
             "(inactive, or no whole usage window yet).",
         )
+
+
+class SettleInDoubtMixin:
+    """
+    "Settle reports in doubt": for pending reports no run is sending (an interrupted
+    send), the operator chooses how each is settled (stale_reports: resend, cancel and
+    report again, Stripe's meter summary, or marked with a reason), after a page that
+    shows each report's age against Stripe's 24-hour dedupe window. Guarded by its own
+    permission; every decision is an audit row under the report.
+    """
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if request.user.has_perm(RESOLVE_PERMISSION):
+            actions["settle_in_doubt"] = self.get_action("settle_in_doubt")
+        return actions
+
+    def has_settle_permission(self, request):
+        return request.user.has_perm(RESOLVE_PERMISSION)
+
+    @admin.action(description="Settle reports in doubt (pending, no run sending them)", permissions=["settle"])
+    def settle_in_doubt(self, request, queryset):
+        doubtful = list(stale_reports.in_doubt().filter(pk__in=queryset.values("pk")))
+        left = queryset.count() - len(doubtful)
+        if not doubtful:
+            self.message_user(
+                request, "No selected report is in doubt: only pending reports that no run is sending can be settled.",
+                messages.WARNING,
+            )
+            return None
+        if request.POST.get("post") != "yes":
+            now = timezone.now()
+            context = {
+                **confirmation_context(self, request, queryset.filter(pk__in=[r.pk for r in doubtful]), "Settle reports in doubt?"),
+                "reports": [
+                    {"report": r, "hours": (now - r.created).total_seconds() / 3600,
+                     "within": stale_reports.within_dedupe_window(r, now)}
+                    for r in doubtful
+                ],
+                "ways": [(stale_reports.AUTO, "Automatic: resend within Stripe's dedupe window, else decide by its meter summary"),
+                         *ReportDecision.Action.choices],
+                "left_alone": left,
+            }
+            return TemplateResponse(request, "admin/billing/settle_in_doubt_confirm.html", context)
+        way, reason = request.POST.get("way") or stale_reports.AUTO, request.POST.get("reason", "")
+        for report in doubtful:
+            try:
+                decision = stale_reports.resolve(report, action=way, decided_by=request.user.get_username(), reason=reason)
+            except ReportNotResolvable as exc:
+                self.message_user(request, f"{report.identifier}: not settled: {exc.message}", messages.ERROR)
+                continue
+            except SERVICE_ERRORS as exc:
+                self.message_user(request, f"{report.identifier}: not settled: {exc}", messages.ERROR)
+                continue
+            level = messages.SUCCESS if decision.status_after != UsageReport.Status.PENDING else messages.WARNING
+            self.message_user(
+                request,
+                f"{report.identifier}: {decision.get_action_display()}: now {decision.get_status_after_display().lower()}. {decision.outcome}",
+                level,
+            )
+        if left:
+            self.message_user(request, f"{left} selected report(s) were not in doubt and were left alone.", messages.INFO)
+        return None
 
 
 CSV_COLUMNS = [
