@@ -271,13 +271,13 @@ class SettleInDoubtMixin:
             context = {
                 **confirmation_context(self, request, queryset.filter(pk__in=[r.pk for r in doubtful]), "Settle reports in doubt?"),
                 "reports": [
-                    {"report": r, "hours": (now - r.created).total_seconds() / 3600,
-                     "within": stale_reports.within_dedupe_window(r, now)}
+                    {"report": r, "within": stale_reports.within_dedupe_window(r, now)}
                     for r in doubtful
                 ],
                 "ways": [(stale_reports.AUTO, "Automatic: resend within Stripe's dedupe window, else decide by its meter summary"),
                          *ReportDecision.Action.choices],
                 "left_alone": left,
+                "objects": "",  # the table lists them
             }
             return TemplateResponse(request, "admin/billing/settle_in_doubt_confirm.html", context)
         way, reason = request.POST.get("way") or stale_reports.AUTO, request.POST.get("reason", "")
@@ -285,15 +285,15 @@ class SettleInDoubtMixin:
             try:
                 decision = stale_reports.resolve(report, action=way, decided_by=request.user.get_username(), reason=reason)
             except ReportNotResolvable as exc:
-                self.message_user(request, f"{report.identifier}: not settled: {exc.message}", messages.ERROR)
+                self.message_user(request, f"Report {report.identifier}: not settled: {exc.message}", messages.ERROR)
                 continue
             except SERVICE_ERRORS as exc:
-                self.message_user(request, f"{report.identifier}: not settled: {exc}", messages.ERROR)
+                self.message_user(request, f"Report {report.identifier}: not settled: {exc}", messages.ERROR)
                 continue
             level = messages.SUCCESS if decision.status_after != UsageReport.Status.PENDING else messages.WARNING
             self.message_user(
                 request,
-                f"{report.identifier}: {decision.get_action_display()}: now {decision.get_status_after_display().lower()}. {decision.outcome}",
+                f"Report {report.identifier}: {decision.get_action_display()}: now {decision.get_status_after_display().lower()}. {decision.outcome}",
                 level,
             )
         if left:

@@ -176,11 +176,11 @@ def test_the_admin_action_needs_its_permission_and_records_who_decided(client, d
 
     response = settle_post(client, [report], post="yes", way="mark_failed", reason="")
     assert [str(m) for m in response.context["messages"]] == [
-        f"{report.identifier}: not settled: marking a report sent or failed needs a reason: what you checked in Stripe."
+        f"Report {report.identifier}: not settled: marking a report sent or failed needs a reason: what you checked in Stripe."
     ]
     response = settle_post(client, [report], post="yes", way="auto")
     [message] = [str(m) for m in response.context["messages"]]
-    assert message.startswith(f"{report.identifier}: Resend with the same identifier (Stripe deduplicates it): now sent.")
+    assert message.startswith(f"Report {report.identifier}: Resend with the same identifier (Stripe deduplicates it): now sent.")
     assert billing.stripe_total() == Decimal(7)
     assert ReportDecision.objects.get().decided_by == "operator"
 

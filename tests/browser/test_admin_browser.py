@@ -82,3 +82,43 @@ def test_a_failing_usage_source_is_shown_to_the_operator(admin_page, live_server
     assert alert.get_attribute("role") == "alert"
     assert page.locator("svg.epsilon-usage-chart").count() == 0
     screenshot("admin-customer-source-error")
+
+
+def test_an_operator_settles_a_report_in_doubt_and_reads_the_decision(
+    admin_page, live_server, billing, recorded_source, settings, screenshot
+):
+    """The audit's "Settle reports in doubt": the page says how old each report is
+    against Stripe's dedupe window; the message says what happened; the decision stays."""
+    page = admin_page
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_MAX_ATTEMPTS": 1, "PENDING_LEASE_SECONDS": 0}
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 7)
+    billing.emulator.set_faults(rate_lost=1.0, paths=["/v1/billing/meter_events"])  # landed, answer lost
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    billing.emulator.set_faults(rate_lost=0.0)
+    report = UsageReport.objects.get(status="pending")
+
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/billing/usagereport/?status__exact=pending")
+    page.check(f"input[name=_selected_action][value='{report.pk}']")
+    page.select_option("select[name=action]", "settle_in_doubt")
+    page.click("button[name=index]")
+
+    row = page.locator("table.epsilon-in-doubt tbody tr")
+    row.wait_for()
+    assert report.identifier in row.inner_text() and "within: a resend is deduplicated" in row.inner_text()
+    screenshot("admin-settle-in-doubt")
+    page.check("input[name=way][value=cancel]")
+    page.fill("#id_reason", "the answer was lost")
+    page.click("input[type=submit][value='Settle them']")
+
+    message = page.locator("ul.messagelist li").first
+    message.wait_for()
+    text = message.inner_text()
+    assert text.startswith(f"Report {report.identifier}: Cancel it at Stripe (meter event adjustment) and report again: now failed.")
+    assert "Stripe cancelled the event; reported again" in text
+
+    page.goto(f"{live_server.url}/admin/billing/usagereport/{report.pk}/change/")
+    decisions = page.locator(".inline-group").filter(has_text="Decisions on this report")
+    decisions.wait_for()
+    assert "ops" in decisions.inner_text() and "the answer was lost" in decisions.inner_text()
+    assert billing.stripe_total() == 7
