@@ -112,3 +112,42 @@ def test_a_rejection_reaches_the_app_through_the_event_destination_and_the_usage
     out = StringIO()
     call_command("epsilon_setup", "--webhook-url", live_server.url, "--no-schedule", stdout=out)
     assert f"Stripe event destination already exists: {ensured.stripe_id}" in out.getvalue()
+
+
+def unsampled_error_report(meter_id: str, start, end, count: int = 1) -> dict:
+    """An error report that counts errors without sampling them (Stripe samples some)."""
+    return {
+        "developer_message_summary": f"There are {count} invalid events",
+        "reason": {"error_count": count, "error_types": [
+            {"code": "meter_event_value_not_found", "error_count": count, "sample_errors": []},
+        ]},
+        "validation_start": start.isoformat(), "validation_end": end.isoformat(),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_errors_without_samples_are_matched_by_meter_window_and_summary(billing):
+    from tests.admin_helpers import add_customer
+
+    other = add_customer(billing, "other@example.com", days_ago=12)  # subscribed before the usage
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 7)
+    billing.source.add(other, billing.hour0 + HOUR, 5)
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    dropped = UsageReport.objects.get(customer_id=billing.customer_id, status="sent")
+    kept = UsageReport.objects.get(customer_id=other, status="sent")
+    [event] = billing.emulator.meter_events(identifier=dropped.identifier)
+    billing.emulator.store.set_meter_event_status(event["seq"], "invalid")
+    sent_at = min(dropped.sent_at, kept.sent_at)
+
+    outcome = meter_errors.apply_error_report(
+        unsampled_error_report(dropped.meter_id, sent_at, sent_at + timedelta(seconds=10)),
+        meter_id=dropped.meter_id, client=billing.emulator.client(),
+    )
+
+    dropped.refresh_from_db()
+    kept.refresh_from_db()
+    assert outcome.rejected == [dropped.identifier] and not outcome.unsure
+    assert dropped.status == "rejected" and "found by its meter summary" in dropped.error
+    assert kept.status == "sent"
+    billing.run(as_of=billing.hour0 + 2 * HOUR)
+    assert billing.stripe_total() == Decimal(7) and billing.stripe_total(customer_id=other) == Decimal(5)

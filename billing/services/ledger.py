@@ -420,6 +420,26 @@ def decide(report: UsageReport, *, status: str, note: str) -> UsageReport:
     return report
 
 
+def stripe_units_of_sent(report: UsageReport) -> Decimal:
+    """What the other sent rows of the row's period put in Stripe's meter."""
+    return UsageReport.objects.filter(
+        meter_id=report.meter_id, customer_id=report.customer_id, billing_start=report.billing_start,
+        status=Status.SENT,
+    ).exclude(pk=report.pk).aggregate(total=Sum("value_sent", default=Decimal(0)))["total"]
+
+
+def judge_by_summary(report: UsageReport, stripe_units: Decimal) -> str:
+    """
+    Whether Stripe's meter summary of a row's period "holds" the row (it equals what the
+    period's sent rows sent, this one included), "lacks" it (the sent rows without it),
+    or is "unclear" (neither: an operator must look).
+    """
+    sent = stripe_units_of_sent(report)
+    if stripe_units == sent + report.value_sent:
+        return "holds"
+    return "lacks" if stripe_units == sent else "unclear"
+
+
 def resolve_beyond_dedupe(report: UsageReport, stripe_units: Decimal) -> UsageReport:
     """
     A pending row older than Stripe's identifier dedupe window can no longer be resent
@@ -429,20 +449,19 @@ def resolve_beyond_dedupe(report: UsageReport, stripe_units: Decimal) -> UsageRe
     next report sends its usage under a new identifier. Anything else stays pending,
     with both numbers, for an operator (resending could count twice, dropping lose).
     """
-    sent = UsageReport.objects.filter(
-        meter_id=report.meter_id, customer_id=report.customer_id, billing_start=report.billing_start,
-        status=Status.SENT,
-    ).aggregate(total=Sum("value_sent", default=Decimal(0)))["total"]
     now = timezone.now()
-    if stripe_units == sent + report.value_sent:
-        fields = {"status": Status.SENT, "sent_at": now, "error": "landed: Stripe's meter summary of the period holds it (checked after the dedupe window)"}
-    elif stripe_units == sent:
-        fields = {"status": Status.FAILED, "error": "never reached Stripe (its meter summary of the period lacks it, checked after the dedupe window); the period's next report sends the usage"}
+    verdict = judge_by_summary(report, stripe_units)
+    if verdict == "holds":
+        fields = {"status": Status.SENT, "sent_at": now, "error": "landed: Stripe's meter summary of the period holds it"}
+    elif verdict == "lacks":
+        fields = {"status": Status.FAILED, "error": "never reached Stripe (its meter summary of the period lacks it); the period's next report sends the usage"}
     else:
+        sent = stripe_units_of_sent(report)
         fields = {"error": (
-            f"outcome unknown and older than Stripe's 24-hour dedupe window: not resent. Stripe's meter "
-            f"summary of the period holds {stripe_units}, the ledger's sent reports {sent}, this one "
-            f"{report.value_sent}: check the customer's meter events in Stripe, then mark this row sent or failed."
+            f"outcome unknown and not resent (past Stripe's 24-hour dedupe window a resend could count twice). "
+            f"Stripe's meter summary of the period holds {stripe_units.normalize():f}, the ledger's sent reports "
+            f"{sent.normalize():f}, this one {report.value_sent.normalize():f}: check the customer's meter events in "
+            "Stripe, then settle it (resolve_report, or the audit's \"Settle reports in doubt\")."
         )}
     UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(updated=now, **fields)
     report.refresh_from_db()
