@@ -237,8 +237,8 @@ def test_overview_counts_reports_per_hour_failures_by_reason_drift_and_the_sched
     assert overview.status_totals == {"pending": 0, "sent": 2, "failed": 3, "skipped": 0, "carried": 0, "rejected": 0, "late": 0}
     by_hour = {h.hour: h.counts for h in overview.hours if h.total}
     assert sorted(by_hour.values(), key=lambda c: c["sent"]) == [
-        {"pending": 0, "sent": 0, "failed": 2, "skipped": 0, "carried": 0, "rejected": 0},
-        {"pending": 0, "sent": 2, "failed": 1, "skipped": 0, "carried": 0, "rejected": 0},
+        {"pending": 0, "sent": 0, "failed": 2, "skipped": 0, "carried": 0, "rejected": 0, "late": 0},
+        {"pending": 0, "sent": 2, "failed": 1, "skipped": 0, "carried": 0, "rejected": 0, "late": 0},
     ]
     assert len(overview.hours) == 48
     assert [(g.error, g.reports) for g in overview.failures] == [("Stripe 400: too old", 2), ("timeout", 1)]

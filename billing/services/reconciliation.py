@@ -97,11 +97,14 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
 
 
 def _counted_totals(grouped) -> dict[tuple, Decimal]:
-    """The usage total of each period's latest counted report (sent, skipped or carried)."""
+    """
+    The usage total of each period's latest report that recorded the source's total
+    (sent, skipped, carried, or late: recorded only, by the operator's setting).
+    """
     latest = {}
     rows = (
         UsageReport.objects.filter(
-            status__in=ledger.SETTLED_COUNTED, customer_id__in={r["customer_id"] for r in grouped},
+            status__in=(*ledger.SETTLED_COUNTED, UsageReport.Status.LATE), customer_id__in={r["customer_id"] for r in grouped},
             billing_start__in={r["billing_start"] for r in grouped}, usage_total__isnull=False,
         )
         .exclude(Q(trigger=UsageReport.Trigger.RECONCILE) & ~Q(status=UsageReport.Status.CARRIED))
