@@ -20,6 +20,7 @@ from djstripe.models import Price, Subscription
 from .services import targets as selectors
 from .models import PeriodReconciliation, UsageReport
 from .services.targets import ReportTarget
+from .services.ledger import SAFE_RESEND_AGE
 from .services.totals import totals_by_meter
 from .services.periods import WINDOWS, AlignedPeriod
 from .services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
@@ -474,10 +475,15 @@ def latest_reports():
 
 
 def open_problem_counts() -> dict[str, int]:
-    """Periods whose latest report failed, or is still waiting for Stripe's answer."""
+    """
+    Periods whose latest report failed, or is still waiting for Stripe's answer, and of
+    those waiting, the ones past Stripe's dedupe window that no run can resend: they
+    wait for an operator's decision.
+    """
     rows = latest_reports().filter(status__in=[Status.FAILED, Status.PENDING]).values("status").annotate(n=Count("id"))
     counts = {row["status"]: row["n"] for row in rows.order_by()}
-    return {status: counts.get(status, 0) for status in (Status.FAILED, Status.PENDING)}
+    undecided = UsageReport.objects.filter(status=Status.PENDING, created__lt=timezone.now() - SAFE_RESEND_AGE).count()
+    return {**{status: counts.get(status, 0) for status in (Status.FAILED, Status.PENDING)}, "undecided": undecided}
 
 
 def overview(*, now=None, hours=48) -> Overview:

@@ -242,7 +242,7 @@ def test_overview_counts_reports_per_hour_failures_by_reason_drift_and_the_sched
     ]
     assert len(overview.hours) == 48
     assert [(g.error, g.reports) for g in overview.failures] == [("Stripe 400: too old", 2), ("timeout", 1)]
-    assert overview.open_problems == {"failed": 4, "pending": 0}  # latest rows of their periods, at any age
+    assert overview.open_problems == {"failed": 4, "pending": 0, "undecided": 0}  # latest rows of their periods, at any age
     assert [r.customer_id for r in overview.drift] == ["cus_Drift"]
     # Stacked: one bar per status of each hour, as tall as its count.
     assert sorted(re.findall(r'data-status="(\w+)" data-count="(\d+)"', html)) == [("failed", "1"), ("failed", "2"), ("sent", "2")]

@@ -86,7 +86,7 @@ def test_past_the_dedupe_window_a_resend_is_refused_and_the_meter_summary_decide
     assert billing.stripe_total() == Decimal(7)
 
 
-def test_what_the_meter_summary_cannot_decide_an_operator_marks_with_a_reason(billing, settings):
+def test_what_the_meter_summary_cannot_decide_an_operator_marks_with_a_reason(billing, settings, admin_client):
     report = in_doubt(billing, settings, "rate_lost", hours_old=25)
     client = billing.emulator.client()
     # Someone else's event in the period: Stripe holds 7 + 3, neither "with" nor "without" this row.
@@ -97,6 +97,8 @@ def test_what_the_meter_summary_cannot_decide_an_operator_marks_with_a_reason(bi
     })
     undecided = stale_reports.resolve(report, action="meter_summary", decided_by="ops", client=client)
     assert undecided.status_after == "pending" and "holds 10" in undecided.outcome
+    overview = admin_client.get("/admin/billing/usagereport/overview/").content.decode()
+    assert "1 report in doubt past Stripe's 24-hour dedupe window" in overview  # shown to an operator
 
     UsageReport.objects.filter(pk=report.pk).update(updated=datetime.now(UTC) - HOUR)
     with pytest.raises(ReportNotResolvable, match="needs a reason"):
@@ -110,6 +112,8 @@ def test_what_the_meter_summary_cannot_decide_an_operator_marks_with_a_reason(bi
     assert list(ReportDecision.objects.filter(report=report).values_list("action", "status_after").order_by("id")) == [
         ("meter_summary", "pending"), ("mark_sent", "sent"),
     ]
+    overview = admin_client.get("/admin/billing/usagereport/overview/").content.decode()
+    assert "0 reports in doubt past Stripe's 24-hour dedupe window" in overview
 
 
 def test_a_report_a_run_is_sending_or_that_is_settled_is_not_touched(billing, settings):
