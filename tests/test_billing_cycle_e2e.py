@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django_q.conf import Conf
 
 from billing.models import UsageReport
-from billing.services import stripe_setup, stripe_sync, webhook_endpoints
+from billing.services import reconciliation, stripe_setup, stripe_sync, webhook_endpoints
 from billing.services.periods import AlignedPeriod
 from embedded_meter import services as meter_services
 from tests.factories import execution
@@ -117,6 +117,21 @@ def test_replayed_cycle_webhooks_report_nothing_twice(cycle):
     assert Decimal(emulator.meter_event_totals(customer=customer_id)["total"]) == 30
 
 
+def next_period_billed(emulator, client, clock, customer_id, *, used: int) -> int:
+    """Usage in the customer's next period, reported; its invoice finalized: what it billed."""
+    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
+    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), used)])
+    call_command("report_usage", stdout=StringIO())
+    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
+    advance(emulator, clock, second.billing_end + timedelta(hours=2))
+    return finalized_invoice(client, customer_id, second).lines.data[0].quantity
+
+
+def reconciled(period):
+    """The reconciliation of a period: the source, the ledger, Stripe's meter and its invoice."""
+    return {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}[period.start]
+
+
 def test_late_usage_reaches_the_draft_invoice_and_after_finalization_the_next_one(cycle):
     """
     Usage of a closed period that arrives during Stripe's grace hour is billed on its
@@ -139,19 +154,11 @@ def test_late_usage_reaches_the_draft_invoice_and_after_finalization_the_next_on
     assert "carried to the customer's next period" in carried.error and "status: carried" in out.getvalue()
     assert Decimal(emulator.meter_event_totals(customer=customer_id, end=int(first.billing_end.timestamp()))["total"]) == 38
 
-    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
-    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
-    call_command("report_usage", stdout=StringIO())
-    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
-    advance(emulator, clock, second.billing_end + timedelta(hours=2))
-    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 5 + 4
+    assert next_period_billed(emulator, client, clock, customer_id, used=4) == 5 + 4
     assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 38  # never changed
 
     # Three truths agree for the first period: the ledger, Stripe's meter and its invoice.
-    from billing.services import reconciliation
-
-    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
-    checked = by_period[first.start]
+    checked = reconciled(first)
     assert (checked.status, checked.ledger_units, checked.stripe_units) == ("ok", 38, 38), checked.error
 
 
@@ -185,18 +192,10 @@ def test_an_outage_spanning_finalization_carries_what_stripe_took_too_late_to_th
     first_end = int(first.billing_end.timestamp())
     assert Decimal(emulator.meter_event_totals(customer=customer_id, end=first_end)["total"]) == 30
 
-    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
-    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
-    call_command("report_usage", stdout=StringIO())
-    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
-    advance(emulator, clock, second.billing_end + timedelta(hours=2))
-    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 30 + 4
+    assert next_period_billed(emulator, client, clock, customer_id, used=4) == 30 + 4
     assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 0  # never changed
 
-    from billing.services import reconciliation
-
-    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
-    checked = by_period[first.start]
+    checked = reconciled(first)
     assert (checked.status, checked.ledger_units, checked.stripe_units) == ("ok", 30, 30), checked.error
 
 
@@ -212,15 +211,8 @@ def test_with_late_usage_recorded_only_nothing_reaches_a_later_invoice_and_the_r
     assert rows["sent"].unbilled == 0 and "recorded only" in rows["sent"].error, rows["sent"].error
     assert rows["late"].value_sent == 0 and "recorded only" in rows["late"].error, rows["late"].error
 
-    second = period_of(client.v1.subscriptions.list({"customer": customer_id}).data[0])
-    meter_services.ingest_events([execution("next", customer_id, second.start + timedelta(days=2), 4)])
-    call_command("report_usage", stdout=StringIO())
-    advance(emulator, clock, second.billing_end + timedelta(minutes=10))
-    advance(emulator, clock, second.billing_end + timedelta(hours=2))
-    assert finalized_invoice(client, customer_id, second).lines.data[0].quantity == 4
+    assert next_period_billed(emulator, client, clock, customer_id, used=4) == 4
     assert finalized_invoice(client, customer_id, first).lines.data[0].quantity == 0
 
-    from billing.services import reconciliation
-
-    by_period = {r.period_start: r for r in reconciliation.reconcile(settle_delay=timedelta(0))}
-    assert by_period[first.start].status == "invoice", by_period[first.start].error  # flagged for an operator
+    flagged = reconciled(first)
+    assert flagged.status == "invoice", flagged.error  # flagged for an operator
