@@ -194,3 +194,22 @@ def test_the_admin_action_needs_its_permission_and_records_who_decided(client, d
     ]
     change = client.get(f"{AUDIT}{report.pk}/change/").content.decode()
     assert "Decisions on this report" in change and "resent with the same identifier" in change
+
+
+def test_a_report_of_a_period_whose_invoice_is_final_is_never_cancelled(billing, settings):
+    # Landed in the grace period, answer lost, then the invoice finalized billing it:
+    # cancelling would take it out of the meter but not off the invoice, and the
+    # period's report again would bill it a second time on the next invoice.
+    from billing.models import FinalizedInvoiceLine
+
+    report = in_doubt(billing, settings, "rate_lost")
+    FinalizedInvoiceLine.objects.create(
+        invoice_id="in_final", customer_id=report.customer_id, subscription_item_id=report.subscription_item_id,
+        period_start=report.billing_start, period_end=report.billing_end, quantity=7, finalized_at=report.billing_end,
+    )
+    with pytest.raises(ReportNotResolvable, match="invoice of .* period is finalized"):
+        stale_reports.resolve(report, action="cancel", decided_by="ops", client=billing.emulator.client())
+    decision = stale_reports.resolve(report, action="resend", decided_by="ops", client=billing.emulator.client())
+    assert decision.status_after == "sent" and billing.stripe_total() == Decimal(7)
+    report.refresh_from_db()
+    assert report.unbilled == 0  # the invoice billed it

@@ -10,10 +10,12 @@ and, for runs that did not get them, from Stripe's invoice list.
 """
 
 import logging
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import stripe
+from django.db.models import F
 from django.utils import timezone
 
 from .. import webhooks
@@ -44,11 +46,12 @@ def record_finalized(invoice) -> int:
                       "finalized_at": _time(finalized) if finalized else timezone.now()},
         )
         new += created
-        starts.add(_time(start))
-    keys = UsageReport.objects.filter(customer_id=customer_id, billing_start__in=starts).values_list(
-        "meter_id", "customer_id", "billing_start"
-    )
-    account_unbilled(set(keys))
+        starts.add((_time(start), _time(end)))
+    if starts:
+        account_rows(UsageReport.objects.filter(
+            customer_id=customer_id, billing_start__gte=min(start for start, _end in starts),
+            billing_start__lt=max(end for _start, end in starts),
+        ).only("meter_id", "customer_id", "billing_start"))
     return new
 
 
@@ -56,33 +59,49 @@ def account_unbilled(keys) -> None:
     """
     For each ledger period (meter, customer, billing start) whose invoice is final:
     the units Stripe's meter took beyond what the invoice billed are carried on
-    (ledger.account_unbilled). Called when an invoice is recorded final and when a
-    closing report settles, whichever comes last.
+    (ledger.account_unbilled). Called when an invoice is recorded final and whenever a
+    row of a period changes what Stripe's meter holds (sent, decided, rejected).
     """
-    keys = set(keys)
+    billed = invoiced_units_by_period(set(keys))
+    for key in sorted(billed, key=lambda k: (k[1], k[0], k[2])):  # ledger.lock_order
+        ledger.account_unbilled(key, billed[key])
+
+
+def account_rows(rows) -> None:
+    """account_unbilled for the periods of these ledger rows."""
+    account_unbilled({(row.meter_id, row.customer_id, row.billing_start) for row in rows})
+
+
+def invoiced_units_by_period(keys) -> dict[tuple, Decimal]:
+    """
+    What finalized invoices billed for each ledger period that has one: the quantity of
+    the lines of the period's own subscription items whose period holds its start and
+    that bill usage in arrears (their period ended by the invoice's finalization; an
+    item billed in advance is never the ledger's).
+    """
     if not keys:
-        return
-    billed = invoiced_units_of({customer for _m, customer, _s in keys}, {start for _m, _c, start in keys})
-    for key in sorted(keys):
-        _meter_id, customer_id, billing_start = key
-        if (customer_id, billing_start) in billed:
-            ledger.account_unbilled(key, billed[(customer_id, billing_start)])
-
-
-def invoiced_units_of(customer_ids, starts) -> dict[tuple[str, datetime], Decimal]:
-    """The metered quantity finalized invoices billed, by (customer, item period start)."""
-    billed: dict[tuple[str, datetime], Decimal] = {}
+        return {}
+    periods_of_item = defaultdict(set)
+    rows = UsageReport.objects.filter(
+        customer_id__in={customer for _m, customer, _s in keys}, billing_start__in={start for _m, _c, start in keys}
+    ).values_list("meter_id", "customer_id", "billing_start", "subscription_item_id").distinct()
+    for meter_id, customer_id, billing_start, item_id in rows:
+        if (meter_id, customer_id, billing_start) in keys:
+            periods_of_item[item_id].add((meter_id, customer_id, billing_start))
     lines = FinalizedInvoiceLine.objects.filter(
-        customer_id__in=customer_ids, period_start__in=starts, quantity__isnull=False
-    ).values_list("customer_id", "period_start", "quantity")
-    for customer_id, start, quantity in lines:
-        billed[(customer_id, start)] = billed.get((customer_id, start), Decimal(0)) + quantity
+        subscription_item_id__in=periods_of_item, quantity__isnull=False, period_end__lte=F("finalized_at")
+    ).values_list("subscription_item_id", "period_start", "period_end", "quantity")
+    billed: dict[tuple, Decimal] = {}
+    for item_id, start, end, quantity in lines:
+        for key in periods_of_item[item_id]:
+            if start <= key[2] < end:
+                billed[key] = billed.get(key, Decimal(0)) + quantity
     return billed
 
 
-def invoiced_units(customer_id: str, billing_start: datetime) -> Decimal | None:
-    """What the period's finalized invoice billed, if the app knows it."""
-    return invoiced_units_of([customer_id], [billing_start]).get((customer_id, billing_start))
+def invoiced_units(key: tuple) -> Decimal | None:
+    """What the finalized invoice of one ledger period billed, if the app knows it."""
+    return invoiced_units_by_period({key}).get(key)
 
 
 def refresh_finalized(client, customer_ids, *, since: datetime) -> None:

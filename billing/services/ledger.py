@@ -83,7 +83,7 @@ def carry_into(target: targets.ReportTarget) -> Decimal:
     ).aggregate(
         usage=Sum("usage_delta", filter=COUNTED, default=Decimal(0)),
         sent=Sum("value_sent", filter=COUNTED, default=Decimal(0)),
-        unbilled=Sum("unbilled", default=Decimal(0)),  # sent, but on no invoice
+        unbilled=Sum("unbilled", filter=Q(status=Status.SENT), default=Decimal(0)),  # sent, on no invoice
     )
     return earlier["usage"] - earlier["sent"] + earlier["unbilled"]
 
@@ -267,14 +267,19 @@ def carry_unreported(anchor: UsageReport, source_total: Decimal) -> UsageReport 
         return report
 
 
+UNBILLED_NOTE = "Stripe's meter took "
+
+
 def account_unbilled(key: tuple, invoiced: Decimal) -> Decimal | None:
     """
     A finalized invoice billed `invoiced` units of the period `key` (meter, customer,
-    billing start). Whatever more the ledger sent into the period reached Stripe's meter
-    after the invoice was final (an outage longer than the grace period, or a report
-    sent before the app learnt of the finalization): it is on no invoice. Those units are
-    written on the period's latest sent row as `unbilled`, which `carry_into` carries to
-    the customer's next period (or, with LATE_USAGE = "record", only noted there).
+    billing start). Whatever more the period's counted sent rows put in Stripe's meter
+    reached it after the invoice was final (an outage longer than the grace period, or a
+    report sent before the app learnt of the finalization): it is on no invoice. Those
+    units are written on the period's latest counted sent row as `unbilled`, which
+    `carry_into` carries to the customer's next period. With LATE_USAGE = "record" they
+    are only noted, and what an earlier "carry" already carried stays carried (the next
+    period may have sent it: taking it back would send a negative event).
     Idempotent; None while a row of the period is in flight (its settlement calls again).
     """
     meter_id, customer_id, billing_start = key
@@ -285,22 +290,26 @@ def account_unbilled(key: tuple, invoiced: Decimal) -> Decimal | None:
         )
         if any(row.status == Status.PENDING for row in rows):
             return None
-        sent = [row for row in rows if row.status == Status.SENT]
+        sent = [row for row in rows if row.counts_toward_total]  # what reconciliation's ledger_units holds
         late = max(sum((row.value_sent for row in sent), Decimal(0)) - invoiced, Decimal(0))
-        carrier = next((row for row in reversed(sent) if row.trigger != UsageReport.Trigger.RECONCILE), None)
-        carried = late if settings.EPSILON["LATE_USAGE"] == "carry" else Decimal(0)
+        carrier = sent[-1] if sent and late else None
+        recording = settings.EPSILON["LATE_USAGE"] == "record"
+        carried = min(late, sum((row.unbilled for row in rows), Decimal(0))) if recording else late
         for row in rows:
             unbilled = carried if row is carrier else Decimal(0)
-            if row.unbilled == unbilled and not (row is carrier and late):
-                continue
-            row.unbilled = unbilled
-            if row is carrier and late:
-                row.error = (
-                    f"Stripe's meter took {late.normalize():f} unit(s) of this period after its invoice was "
+            note = row.error
+            if row is carrier:
+                note = (
+                    f"{UNBILLED_NOTE}{late.normalize():f} unit(s) of this period after its invoice was "
                     f"finalized (it billed {invoiced.normalize():f}): no invoice billed them; "
-                    + ("carried to the customer's next period" if carried else "recorded only (EPSILON_LATE_USAGE=record)")
+                    + (f"{carried.normalize():f} carried to the customer's next period"
+                       + (", the rest recorded only (EPSILON_LATE_USAGE=record)" if carried < late else ""))
                 )
-            row.save(update_fields=["unbilled", "error", "updated"])
+            elif note.startswith(UNBILLED_NOTE):
+                note = ""
+            if (row.unbilled, row.error) != (unbilled, note):
+                row.unbilled, row.error = unbilled, note
+                row.save(update_fields=["unbilled", "error", "updated"])
         return late
 
 
@@ -370,7 +379,11 @@ class LeaseKeeper:
     def _keep(self):
         try:
             while not self._stop.wait(self.interval):
-                self.renew()
+                try:
+                    self.renew()
+                except Exception:  # a lapsed lease lets another run resend: keep trying
+                    logger.exception("could not renew the lease of %d report(s) being sent", len(self.report_ids))
+                    connection.close()
         finally:
             connection.close()
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ..models import UsageReport
-from . import ledger
+from . import invoices, ledger
 from .reconciliation import stripe_units_between
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def apply_error_report(data: dict, *, meter_id: str | None = None, client=None) 
                 (outcome.rejected if updated else outcome.unknown).append(identifier)
     if outcome.unnamed and meter_id and client is not None:
         _match_by_window(data, meter_id, client, outcome)
+    # A rejected row no longer holds units in Stripe's meter: its period's accounting changes.
+    invoices.account_rows(UsageReport.objects.filter(identifier__in=outcome.rejected).only("meter_id", "customer_id", "billing_start"))
     logger.warning(
         "Stripe error report: %d error(s); %d report(s) marked rejected; %d sample(s) not in the ledger; "
         "%d report(s) sent in the window the meter summary cannot place",
@@ -89,7 +91,10 @@ def _match_by_window(data: dict, meter_id: str, client, outcome: ErrorReportOutc
     candidates = UsageReport.objects.filter(
         meter_id=meter_id, status=UsageReport.Status.SENT, sent_at__gte=start - SENT_AT_SLACK, sent_at__lte=end + SENT_AT_SLACK,
     ).exclude(identifier__in=outcome.rejected).select_related("meter")
+    unnamed = outcome.unnamed
     for report in candidates:
+        if unnamed <= 0:  # never more rejections than Stripe counted
+            break
         try:
             held = stripe_units_between(client, report.meter, report.customer_id, report.period_start, report.period_end)
         except stripe.StripeError as exc:
@@ -104,6 +109,7 @@ def _match_by_window(data: dict, meter_id: str, client, outcome: ErrorReportOutc
                 "its meter summary, which lacks it). The period's next report sends the usage again.",
             )
             outcome.rejected.append(report.identifier)
+            unnamed -= 1
         elif verdict == "unclear":
             UsageReport.objects.filter(pk=report.pk).update(error=(
                 f"Stripe reported {outcome.errors} dropped event(s) ({codes}) for this meter while this one was "

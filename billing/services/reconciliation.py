@@ -78,7 +78,7 @@ def ledger_periods(*, customer_ids=None, settled_before, since) -> list[LedgerPe
             usage_until=Max("usage_until"),
             last_change=Max("updated"),
             in_flight=Max("id", filter=Q(status=UsageReport.Status.PENDING)),
-            unbilled=Sum("unbilled", default=Decimal(0)),
+            unbilled=Sum("unbilled", filter=Q(status=UsageReport.Status.SENT), default=Decimal(0)),
         )
         .filter(last_change__lt=settled_before, in_flight__isnull=True)
         .order_by("customer_id", "meter_id", "period_start")
@@ -168,7 +168,7 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
                 "(it arrived after the period was reported): report_usage sends it while Stripe's invoice "
                 "is a draft and carries it to the customer's next period after that"
             )
-        billed = invoices.invoiced_units(period.customer_id, period.billing_start) if period.billing_start else None
+        billed = invoices.invoiced_units((period.meter.id, period.customer_id, period.billing_start)) if period.billing_start else None
         on_invoice = period.ledger_units - period.unbilled  # what the ledger holds billed by the invoice
         if status == Status.OK and billed is not None and billed != max(on_invoice, Decimal(0)):
             status, error = Status.INVOICE, (
@@ -176,11 +176,24 @@ def _check(period: LedgerPeriod, client, source_total, source_error) -> PeriodRe
                 f"sent {period.ledger_units.normalize():f} and carried {period.unbilled.normalize():f} on: the "
                 "difference reached Stripe's meter after the invoice was final and is on no invoice"
             )
+        if status == Status.OK and period.unbilled and not _later_period_reported(period):
+            status, error = Status.INVOICE, (
+                f"{period.unbilled.normalize():f} unit(s) that Stripe took after this period's invoice was final "
+                "are carried on, and no later period of the customer has been reported to bill them yet "
+                "(a customer with no later period, such as a cancelled one, must be billed for them by hand)"
+            )
         fields.update(stripe_units=stripe_units, drift=drift, status=status, error=error)
     result, _ = PeriodReconciliation.objects.update_or_create(
         customer_id=period.customer_id, meter=period.meter, period_start=period.period_start, defaults=fields
     )
     return result
+
+
+def _later_period_reported(period: LedgerPeriod) -> bool:
+    """Whether a later period of the customer on the meter has a report that counts (it takes the carry)."""
+    return UsageReport.objects.filter(
+        ledger.COUNTED, customer_id=period.customer_id, meter=period.meter, billing_start__gt=period.billing_start
+    ).exists()
 
 
 def unreported_late_usage(period: LedgerPeriod, source_total) -> Decimal | None:

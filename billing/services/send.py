@@ -23,11 +23,8 @@ def send_reports(reports: list[UsageReport], client) -> None:
     with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=settings.EPSILON["PENDING_LEASE_SECONDS"]):
         results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
     ledger.settle(results, reports)
-    # A closing report Stripe took after the period's invoice was final is on no invoice.
-    invoices.account_unbilled(
-        (r.meter_id, r.customer_id, r.billing_start)
-        for r in reports if r.status == UsageReport.Status.SENT and r.usage_until >= r.period_end
-    )
+    # A report Stripe took after its period's invoice was final is on no invoice.
+    invoices.account_rows(r for r in reports if r.status == UsageReport.Status.SENT)
 
 
 def meter_event_call(report: UsageReport) -> MeterEventCall:

@@ -28,7 +28,7 @@ from django.utils import timezone
 from .. import stripe_api
 from ..errors import ReportNotResolvable
 from ..models import ReportDecision, UsageReport
-from . import ledger, usage_reporting
+from . import invoices, ledger, usage_reporting
 from .send import send_reports
 
 Action = ReportDecision.Action
@@ -66,6 +66,7 @@ def resolve(
     client = client or stripe_api.get_client()
     outcome = WAYS[action](report, client=client, decided_by=decided_by, reason=reason, trigger=trigger, source=source)
     report.refresh_from_db()
+    invoices.account_rows([report])  # a row now sent may have reached a finalized invoice's period
     return ReportDecision.objects.create(
         report=report, action=action, decided_by=decided_by, reason=reason,
         status_before=before, status_after=report.status, outcome=outcome,
@@ -90,6 +91,11 @@ def _check(report: UsageReport, action: str, reason: str) -> None:
             f"{report.identifier} was first sent more than {ledger.SAFE_RESEND_AGE.total_seconds() / 3600:.0f} hours ago: "
             "Stripe no longer deduplicates or cancels its identifier, so a resend could bill it twice. Decide by "
             "Stripe's meter summary, or mark it sent or failed after checking the customer's meter events."
+        )
+    if action == Action.CANCEL and invoices.invoiced_units((report.meter_id, report.customer_id, report.billing_start)) is not None:
+        raise ReportNotResolvable(
+            f"the invoice of {report.identifier}'s period is finalized: if the event landed, the invoice billed it, "
+            "and cancelling it would bill its usage again on the next invoice. Resend it, or decide by Stripe's meter summary."
         )
     if action in (Action.MARK_SENT, Action.MARK_FAILED) and not reason.strip():
         raise ReportNotResolvable("marking a report sent or failed needs a reason: what you checked in Stripe.")
@@ -118,7 +124,10 @@ def _cancel(report, *, client, decided_by, trigger, source, **_context) -> str:
             f"the cancellation of {report.identifier} did not reach Stripe ({exc.user_message or exc}); it is still pending."
         ) from exc
     ledger.decide(report, status=Status.FAILED, note=f"cancelled by {decided_by}: {what}; the period's next report sends its usage")
-    result = usage_reporting.report_usage(trigger=trigger, customer_ids=[report.customer_id], client=client, source=source)
+    try:
+        result = usage_reporting.report_usage(trigger=trigger, customer_ids=[report.customer_id], client=client, source=source)
+    except Exception as exc:  # the decision stands and is recorded; the next run reports the usage
+        return f"{what}; reporting again did not run ({exc}): the next run sends the period's usage"
     again = [o for o in result.outcomes if o.report is not None and o.report.billing_start == report.billing_start]
     sent = ", ".join(f"{o.report.identifier} {o.status} {o.value.normalize():f}" for o in again) or "nothing yet"
     return f"{what}; reported again: {sent}"

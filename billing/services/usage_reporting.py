@@ -245,7 +245,9 @@ def resolve_by_meter_summary(report: UsageReport, client) -> UsageReport:
     from .reconciliation import stripe_units_between
 
     units = stripe_units_between(client, report.meter, report.customer_id, report.period_start, report.period_end)
-    return ledger.resolve_beyond_dedupe(report, units)
+    report = ledger.resolve_beyond_dedupe(report, units)
+    invoices.account_rows([report])  # landed, perhaps after its invoice was final
+    return report
 
 
 def _outcome_of(report: UsageReport) -> ReportOutcome:
