@@ -13,4 +13,6 @@ urlpatterns = [
     path("stripe/events/", event_destination, name="stripe-event-destination"),
     # The embedded meter's OpenMeter-compatible API (POST /api/v1/events, meter queries).
     path("api/v1/", include("embedded_meter.urls")),
+    # Health probes and the Prometheus scrape (ops/urls.py).
+    path("", include("ops.urls")),
 ]

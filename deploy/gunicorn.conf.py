@@ -1,0 +1,32 @@
+"""
+Gunicorn's configuration for Epsilon Billing's web process (`make serve`, the
+Procfile's `web`, the systemd unit). Every value comes from the environment, with the
+defaults a small production host wants.
+"""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+# Web requests are short (the admin, webhooks, ingest); reporting runs in qcluster.
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8)))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 30
+keepalive = 5
+# Behind a proxy that sets X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER trusts it).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Heartbeat files in memory, not on a possibly slow disk.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+wsgi_app = "epsilon.wsgi:application"
+
+
+def child_exit(server, worker):
+    """Prometheus' multiprocess mode: forget a dead worker's live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
