@@ -126,14 +126,42 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Log lines to stderr; LOG_FORMAT=json makes each one a JSON object (python-json-logger)
+# carrying the fields a report's line has (customer, meter, period, value, status,
+# identifier), for a log pipeline to index.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}},
     "loggers": {
         "billing": {"handlers": ["console"], "level": env.str("BILLING_LOG_LEVEL", "WARNING")},
+        "ops": {"handlers": ["console"], "level": env.str("BILLING_LOG_LEVEL", "WARNING")},
     },
 }
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is {LOG_FORMAT!r}: use 'text' (the default) or 'json'.")
+
+# Who is told when billing goes wrong (ops.alerts): Django's ADMINS by mail
+# ("Ops <ops@example.com>,Billing <billing@example.com>"), and/or a webhook (Slack-style
+# JSON {"text": ...} POSTed to ALERT_WEBHOOK_URL). Each problem is told once.
+ADMINS = [
+    (name.strip(), address.strip(" >"))
+    for name, _, address in (entry.partition("<") for entry in env.list("DJANGO_ADMINS", default=[]))
+]
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default="epsilon-billing@localhost")
+EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("DJANGO_EMAIL_PORT", default=25)
+ALERT_WEBHOOK_URL = env.str("EPSILON_ALERT_WEBHOOK_URL", default="")
 
 # --- Stripe -------------------------------------------------------------------
 
