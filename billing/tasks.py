@@ -1,8 +1,11 @@
 """
 django-q2 tasks: the schedule and the webhooks call the same reporting service as the
 command and the admin. A failure raises, so django-q2 lists the task as failed with
-the summary; the ledger keeps the details.
+the summary; the ledger keeps the details. After each scheduled run, new problems are
+told to the people in ADMINS (ops.alerts), once each.
 """
+
+from ops import alerts
 
 from .models import UsageReport
 from .services import usage_reporting
@@ -14,7 +17,10 @@ class ReportingFailed(Exception):
 
 
 def report_usage_on_schedule() -> str:
-    result = usage_reporting.report_usage(trigger=UsageReport.Trigger.SCHEDULE)
+    try:
+        result = usage_reporting.report_usage(trigger=UsageReport.Trigger.SCHEDULE)
+    finally:  # the people in ADMINS hear of new problems, whatever the run did
+        alerts.check_and_notify()
     return _summary_or_raise(result)
 
 
