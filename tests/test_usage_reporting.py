@@ -421,3 +421,22 @@ def test_a_report_whose_outcome_is_unknown_past_the_dedupe_window_is_resolved_by
     assert report.status == ("sent" if landed else "failed"), report.error
     assert billing.stripe_total() == Decimal(7)
     assert not UsageReport.objects.filter(status="pending").exists()
+
+
+def test_each_report_is_one_structured_log_line(billing, caplog, settings):
+    import json
+    import logging
+
+    from pythonjsonlogger.json import JsonFormatter
+
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 7)
+    with caplog.at_level(logging.INFO, logger="billing.reports"):
+        billing.run(as_of=billing.hour0 + 2 * HOUR)
+    [record] = [r for r in caplog.records if r.name == "billing.reports"]
+    line = json.loads(JsonFormatter(settings.LOGGING["formatters"]["json"]["format"]).format(record))
+    report = UsageReport.objects.get()
+    assert {k: line[k] for k in ("customer", "meter", "status", "value", "identifier", "trigger")} == {
+        "customer": billing.customer_id, "meter": report.meter_id, "status": "sent", "value": "7",
+        "identifier": report.identifier, "trigger": "command",
+    }
+    assert line["period_start"] == report.billing_start.isoformat()

@@ -41,6 +41,7 @@ from .targets import ReportTarget
 from .totals import fetch_totals, invalid_total
 
 logger = logging.getLogger(__name__)
+reports_logger = logging.getLogger("billing.reports")
 
 Status = UsageReport.Status
 # Outcomes that leave no row of their own.
@@ -196,7 +197,24 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
                 prepare_report(target, usage_until, total, error=error, trigger=trigger, now=clock.now(target), dry_run=dry_run)
             )
     send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
-    return [o.settled() for o in outcomes]
+    settled = [o.settled() for o in outcomes]
+    for outcome in settled:
+        log_outcome(outcome, trigger=trigger)
+    return settled
+
+
+def log_outcome(outcome: ReportOutcome, *, trigger: str) -> None:
+    """One structured log line per report (LOG_FORMAT=json makes its fields JSON keys)."""
+    target, report = outcome.target, outcome.report
+    fields = {
+        "customer": target.customer_id, "meter": target.meter.id, "trigger": trigger,
+        "period_start": target.period.billing_start.isoformat(), "period_end": target.period.billing_end.isoformat(),
+        "usage_until": outcome.usage_until.isoformat(), "value": str(outcome.value.to_integral_value()),
+        "status": outcome.status, "identifier": report.identifier if report else "", "error": outcome.error,
+    }
+    level = logging.WARNING if outcome.status in (Status.FAILED, Status.PENDING, Status.REJECTED) else logging.INFO
+    reports_logger.log(level, "usage report %s: %s %s", fields["identifier"] or target.customer_id, outcome.status,
+                       fields["value"], extra=fields)
 
 
 def prepare_report(target, usage_until, total, *, error, trigger, now, dry_run=False) -> ReportOutcome:
