@@ -8,10 +8,13 @@ HTTP client (httpx, so respx can stub Stripe at the HTTP level in tests).
 
 import functools
 import re
+import time
 
 import stripe
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from ops.metrics import observe_stripe_request  # never raises
 
 # The format dj-stripe accepts (djstripe.models.api.API_KEY_REGEX), checked
 # here first so a typo gives our message instead of a Stripe 401.
@@ -45,9 +48,23 @@ def uses_emulator() -> bool:
     return settings.STRIPE_API_BASE != DEFAULT_API_BASE
 
 
+class MeasuredHTTPXClient(stripe.HTTPXClient):
+    """stripe-python's httpx client, timing each request (retries too) for /metrics."""
+
+    def request(self, method, url, headers, post_data=None):
+        started = time.perf_counter()
+        try:
+            content, status, response_headers = super().request(method, url, headers, post_data)
+        except Exception:
+            observe_stripe_request(method, url, time.perf_counter() - started, None)
+            raise
+        observe_stripe_request(method, url, time.perf_counter() - started, status, content)
+        return content, status, response_headers
+
+
 @functools.lru_cache(maxsize=4)
 def _http_client() -> stripe.HTTPXClient:
-    return stripe.HTTPXClient(allow_sync_methods=True, timeout=30)
+    return MeasuredHTTPXClient(allow_sync_methods=True, timeout=30)
 
 
 def configure_stripe_module() -> None:

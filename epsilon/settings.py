@@ -279,3 +279,11 @@ if Q_REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 Q_CLUSTER["sync"] = env.bool("Q_SYNC", default=False)  # run tasks inline (tests)
+
+# --- Operations ------------------------------------------------------------------
+
+# /metrics (Prometheus) answers a scrape bearing `Authorization: Bearer <token>` when a
+# token is set, or one whose REMOTE_ADDR is in these networks (comma-separated CIDRs);
+# anything else gets a 403.
+METRICS_TOKEN = env.str("EPSILON_METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("EPSILON_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])

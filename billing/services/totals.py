@@ -7,8 +7,11 @@ only its own targets, with the source's message. Spans that begin or end where
 service began or ended are read in minutes; the rest in the meter's windows.
 """
 
+import time
 from collections import defaultdict
 from decimal import Decimal
+
+from ops.metrics import observe_source_query
 
 from ..usage_sources import UsageRequest, UsageSourceError
 from .periods import floor_to_window
@@ -30,11 +33,14 @@ def query(source, batches) -> tuple[dict, dict]:
     for (slug, window_size), requests in batches.items():
         if slug in errors:
             continue
+        started = time.perf_counter()
         try:
             answers = source.totals(slug, window_size, list(requests))
         except UsageSourceError as exc:
             errors[slug] = f"usage source {source.name}: {exc}"
             continue
+        finally:
+            observe_source_query(getattr(source, "name", ""), time.perf_counter() - started)
         totals.update({(slug, request): total for request, total in answers.items()})
     return totals, errors
 
