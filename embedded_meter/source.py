@@ -3,14 +3,26 @@
 from collections.abc import Sequence
 from decimal import Decimal
 
+from django.db import DatabaseError
+
 from billing.models import WindowSize
 from billing.usage_sources.base import UsageRequest, UsageSource, UsageSourceError
 
 from . import definitions, selectors
+from .models import Event, MeterDefinition
 
 
 class EmbeddedUsageSource(UsageSource):
     name = "embedded"
+
+    def check(self) -> str:
+        """Both of the meter's tables answer: two indexed LIMIT 1 reads, whatever their size."""
+        try:
+            list(MeterDefinition.objects.order_by().values_list("pk", flat=True)[:1])
+            list(Event.objects.order_by().values_list("pk", flat=True)[:1])
+        except DatabaseError as exc:
+            raise UsageSourceError(f"The embedded meter's tables cannot be read: {exc}") from exc
+        return "embedded meter: tables readable"
 
     def totals(
         self, meter_slug: str, window_size: str, requests: Sequence[UsageRequest]

@@ -45,3 +45,11 @@ class UsageSource(ABC):
         no usage). `window_size` is MINUTE, HOUR or DAY; every start and end is aligned
         to it. Raises UsageSourceError when the source is unreachable or refuses.
         """
+
+    def check(self) -> str | None:
+        """
+        Whether the source can answer at all, cheaply and quickly (for /readyz): raises
+        UsageSourceError when it cannot. May return a short description of what was
+        checked. The default checks nothing.
+        """
+        return None

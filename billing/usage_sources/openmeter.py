@@ -133,6 +133,37 @@ class OpenMeterClient:
         response = self._get(meter_slug, params)
         return _parse_rows(meter_slug, response)
 
+    def ping(self) -> int:
+        """
+        Whether OpenMeter answers (for /readyz): one GET /api/v1/meters (listMeters) with
+        the client's timeout and no retries, so a probe never waits out a backoff.
+        Returns how many meters OpenMeter lists; raises UsageSourceError otherwise.
+        """
+        self.requests_made += 1
+        try:
+            response = self._http.get("/api/v1/meters")
+        except httpx.TimeoutException as exc:
+            raise UsageSourceError(
+                f"Could not reach OpenMeter at {self.base_url}: timed out after "
+                f"{self.timeout_seconds}s ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UsageSourceError(
+                f"Could not reach OpenMeter at {self.base_url}: {str(exc) or type(exc).__name__}"
+            ) from exc
+        if response.is_error:
+            raise UsageSourceError(_problem_message("listing meters", response))
+        try:
+            meters = json.loads(response.content)
+        except ValueError:
+            meters = None
+        if not isinstance(meters, list):  # listMeters answers an array of Meter
+            raise UsageSourceError(
+                f"OpenMeter at {self.base_url} sent an unreadable answer listing meters: "
+                f"{response.status_code}, not a JSON array of meters (is OPENMETER_URL OpenMeter's API?)"
+            )
+        return len(meters)
+
     def _get(self, meter_slug: str, params: list[tuple[str, str]]) -> httpx.Response:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -184,6 +215,15 @@ class OpenMeterUsageSource(UsageSource):
         if self._client is None:
             self._client = OpenMeterClient.from_settings()
         return self._client
+
+    def check(self) -> str:
+        """OpenMeter answers listMeters (one request, no retries)."""
+        meters = self.client.ping()
+        return f"openmeter at {self.client.base_url}: reachable, {meters} meter(s)"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
     @property
     def requests_made(self) -> int:
@@ -371,6 +411,11 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
 
 def _refusal_message(meter_slug: str, response: httpx.Response) -> str:
     """E.g. 'OpenMeter refused the query for meter "m1": 404 Not Found: meter not found'."""
+    return _problem_message(f'the query for meter "{meter_slug}"', response)
+
+
+def _problem_message(what: str, response: httpx.Response) -> str:
+    """E.g. 'OpenMeter failed listing meters: 503 Service Unavailable: try again later'."""
     verb = "failed" if response.is_server_error else "refused"
     title, detail = response.reason_phrase, response.text.strip()[:200]
     try:
@@ -378,5 +423,5 @@ def _refusal_message(meter_slug: str, response: httpx.Response) -> str:
         title, detail = problem.get("title") or title, problem.get("detail") or ""
     except (ValueError, AttributeError):
         pass  # not problem+json (e.g. a proxy's HTML page): keep the status line and a snippet
-    message = f'OpenMeter {verb} the query for meter "{meter_slug}": {response.status_code} {title}'
+    message = f"OpenMeter {verb} {what}: {response.status_code} {title}"
     return f"{message}: {detail}" if detail else message
