@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-cycle emulator emulator-stop migrate admin-user run test test-sqlite test-postgres clean
+.PHONY: install demo demo-cycle emulator emulator-stop migrate admin-user run serve test test-sqlite test-postgres clean
 
 $(BIN)/.installed: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ run: migrate emulator
 # lock, so that two `make test` runs at once wait for one install instead of failing.
 browser:
 	@command -v chromium >/dev/null || flock /tmp/epsilon-apt.lock sh -c 'command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)'
+
+# The production server (gunicorn, deploy/gunicorn.conf.py) with static files collected
+# for WhiteNoise: `make serve PORT=8080`. Production settings come from the environment.
+serve: migrate
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	PORT=$(PORT) $(BIN)/gunicorn -c deploy/gunicorn.conf.py
 
 test: test-sqlite test-postgres
 
