@@ -119,7 +119,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=VAR_DIR / "static")
+STATIC_ROOT = Path(env.path("DJANGO_STATIC_ROOT", default=VAR_DIR / "static"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise serves it after collectstatic (empty before)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Compressed copies made by collectstatic, served by WhiteNoise with far-future headers.

@@ -142,15 +142,8 @@ class OpenMeterClient:
         self.requests_made += 1
         try:
             response = self._http.get("/api/v1/meters")
-        except httpx.TimeoutException as exc:
-            raise UsageSourceError(
-                f"Could not reach OpenMeter at {self.base_url}: timed out after "
-                f"{self.timeout_seconds}s ({type(exc).__name__})"
-            ) from exc
         except httpx.TransportError as exc:
-            raise UsageSourceError(
-                f"Could not reach OpenMeter at {self.base_url}: {str(exc) or type(exc).__name__}"
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.is_error:
             raise UsageSourceError(_problem_message("listing meters", response))
         try:
@@ -177,15 +170,16 @@ class OpenMeterClient:
             return retrying(self._send, meter_slug, params)
         except _RetryableStatus as failed:
             raise UsageSourceError(f"{_refusal_message(meter_slug, failed.response)} ({attempts})") from None
-        except httpx.TimeoutException as exc:
-            raise UsageSourceError(
-                f"Could not reach OpenMeter at {self.base_url}: timed out after "
-                f"{self.timeout_seconds}s ({type(exc).__name__}; {attempts})"
-            ) from exc
         except httpx.TransportError as exc:
-            raise UsageSourceError(
-                f"Could not reach OpenMeter at {self.base_url}: {exc or type(exc).__name__} ({attempts})"
-            ) from exc
+            raise self._unreachable(exc, attempts) from exc
+
+    def _unreachable(self, exc: httpx.TransportError, attempts: str = "") -> UsageSourceError:
+        """What to say when OpenMeter could not be reached (a timeout, a refused connection)."""
+        if isinstance(exc, httpx.TimeoutException):
+            detail = f"timed out after {self.timeout_seconds}s ({type(exc).__name__}{'; ' + attempts if attempts else ''})"
+        else:
+            detail = f"{str(exc) or type(exc).__name__}{f' ({attempts})' if attempts else ''}"
+        return UsageSourceError(f"Could not reach OpenMeter at {self.base_url}: {detail}")
 
     def _send(self, meter_slug: str, params: list[tuple[str, str]]) -> httpx.Response:
         self.requests_made += 1
