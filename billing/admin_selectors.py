@@ -9,7 +9,7 @@ many customers or chart windows it shows.
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
@@ -19,6 +19,7 @@ from djstripe.models import Price, Subscription
 
 from .services import targets as selectors
 from .models import PeriodReconciliation, UsageReport
+from .units import whole_units
 from .services.targets import ReportTarget
 from .services.ledger import SAFE_RESEND_AGE
 from .services.totals import totals_by_meter
@@ -92,7 +93,7 @@ class ItemUsage:
     @property
     def used_units(self) -> Decimal | None:
         """Whole units, as they are reported to Stripe."""
-        return None if self.used is None else self.used.to_integral_value(rounding=ROUND_DOWN)
+        return None if self.used is None else whole_units(self.used)
 
     @property
     def unsent_units(self) -> Decimal | None:

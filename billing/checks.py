@@ -1,21 +1,18 @@
 """
-System checks of the EPSILON settings whose wrong value would bill wrongly, not fail
-loudly: `manage.py check` (and every command) says what is wrong and what is allowed.
+System checks of the EPSILON settings (billing/conf.py's options): a wrong or unknown
+option would bill wrongly rather than fail loudly, so `manage.py check` (run by every
+server and by `migrate`) names each one and what it takes.
 """
 
 from django.conf import settings
 from django.core import checks
 
-LATE_USAGE_MODES = ("carry", "record")
+from .conf import problems
 
 
 @checks.register(checks.Tags.compatibility)
-def check_late_usage(app_configs=None, **kwargs):
-    mode = settings.EPSILON.get("LATE_USAGE")
-    if mode in LATE_USAGE_MODES:
-        return []
-    return [checks.Error(
-        f"EPSILON['LATE_USAGE'] (EPSILON_LATE_USAGE) is {mode!r}",
-        hint="Use 'carry' (bill late usage of a finalized period with the next one) or 'record' (keep it in the ledger, bill it nowhere).",
-        id="billing.E001",
-    )]
+def check_epsilon_options(app_configs=None, **kwargs):
+    return [
+        checks.Error(problem, hint="See billing/conf.py (OPTIONS) for every option, its variable and default.", id="billing.E001")
+        for problem in problems(getattr(settings, "EPSILON", {}))
+    ]

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from . import stripe_dashboard
+from .units import whole_units
 
 USAGE_DECIMAL = {"max_digits": 24, "decimal_places": 6}
 
@@ -449,4 +450,4 @@ class PeriodReconciliation(models.Model):
         """Usage the source has that no report has sent yet (the next run sends it)."""
         if self.source_total is None:
             return None
-        return self.source_total.to_integral_value(rounding="ROUND_DOWN") - self.ledger_units
+        return whole_units(self.source_total) - self.ledger_units

@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from billing import conf as epsilon_options
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -39,10 +41,10 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (gunicorn's
-# forwarded_allow_ips must trust it too).
-if env.bool("DJANGO_BEHIND_PROXY", default=False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind a TLS-terminating proxy, gunicorn takes the scheme from X-Forwarded-Proto only
+# when the request comes from FORWARDED_ALLOW_IPS (deploy/gunicorn.conf.py), so a
+# client cannot claim HTTPS; Django's SECURE_PROXY_SSL_HEADER, which trusts the header
+# from anyone, is deliberately not set.
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -123,7 +125,8 @@ STATIC_ROOT = Path(env.path("DJANGO_STATIC_ROOT", default=VAR_DIR / "static"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise serves it after collectstatic (empty before)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # Compressed copies made by collectstatic, served by WhiteNoise with far-future headers.
+    # Compressed copies made by collectstatic, served by WhiteNoise (short cache lifetimes:
+    # the names carry no content hash).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
@@ -162,6 +165,11 @@ SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default="epsilon-billing@localhost
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("DJANGO_EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("DJANGO_EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("DJANGO_EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("DJANGO_EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("DJANGO_EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = 20
 ALERT_WEBHOOK_URL = env.str("EPSILON_ALERT_WEBHOOK_URL", default="")
 
 # --- Stripe -------------------------------------------------------------------
@@ -171,6 +179,11 @@ ALERT_WEBHOOK_URL = env.str("EPSILON_ALERT_WEBHOOK_URL", default="")
 STRIPE_EMULATOR_URL = env.str("STRIPE_EMULATOR_URL", default="http://127.0.0.1:12111")
 STRIPE_EMULATOR_KEY = "sk_test_EpsilonLocalEmulator0000000000"
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default=STRIPE_EMULATOR_KEY)
+if not DEBUG and STRIPE_SECRET_KEY == STRIPE_EMULATOR_KEY:
+    raise ImproperlyConfigured(
+        "STRIPE_SECRET_KEY must be set when DJANGO_DEBUG is off: without it the app reports usage to the local "
+        "Stripe emulator, not to Stripe (a restricted key rk_live_... is enough: docs/deploy.md)."
+    )
 _STRIPE_DEFAULT_API_BASE = (
     STRIPE_EMULATOR_URL
     if STRIPE_SECRET_KEY == STRIPE_EMULATOR_KEY
@@ -206,47 +219,9 @@ DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 
 # --- Epsilon ------------------------------------------------------------------
 
-EPSILON = {
-    # The Stripe billing meter that execution duration is reported to.
-    "METER_EVENT_NAME": env.str("EPSILON_METER_EVENT_NAME", default="epsilon_execution_duration"),
-    "METER_DISPLAY_NAME": "Epsilon execution duration",
-    # The usage source's meter (OpenMeter slug) for that Stripe meter.
-    "SOURCE_METER_SLUG": env.str("EPSILON_SOURCE_METER_SLUG", default="m1"),
-    # Usage is aggregated and reported in windows of this size (MINUTE, HOUR, DAY).
-    "DEFAULT_WINDOW_SIZE": env.str("EPSILON_WINDOW_SIZE", default="HOUR"),
-    "PRODUCT_NAME": "Epsilon",
-    "PRICE_LOOKUP_KEY": env.str("EPSILON_PRICE_LOOKUP_KEY", default="epsilon_execution_monthly"),
-    # $0.10 per unit, in cents as Stripe's unit_amount_decimal (a string, never a float).
-    "PRICE_UNIT_AMOUNT_DECIMAL": "10",
-    "PRICE_CURRENCY": "usd",
-    "DEMO_CUSTOMER_EMAIL": "demo-customer@epsilon.example",
-    # The usage subject of a Stripe customer: the value of this metadata key, or,
-    # when empty (the default, as in OpenMeter's Stripe example), the customer id.
-    "SUBJECT_METADATA_KEY": env.str("EPSILON_SUBJECT_METADATA_KEY", default=""),
-    # A pending report not touched for this long belongs to a run that died (or
-    # hung) between writing the ledger and hearing back from Stripe; the next run
-    # resends it with the same identifier, which Stripe deduplicates.
-    "PENDING_LEASE_SECONDS": env.int("EPSILON_PENDING_LEASE_SECONDS", default=300),
-    # Meter events per second sent to Stripe (0: Stripe's limit for the key's mode,
-    # 1,000/s live and the sandbox's 25 requests/s in test mode), over this many threads.
-    "STRIPE_METER_EVENTS_PER_SECOND": env.float("EPSILON_STRIPE_METER_EVENTS_PER_SECOND", default=0),
-    "STRIPE_SEND_CONCURRENCY": env.int("EPSILON_STRIPE_SEND_CONCURRENCY", default=16),
-    # "v1" (one call per event), "v2" (Stripe's meter event stream, 100 events a call,
-    # 10,000 events/s live) or "auto": v2 for runs of at least STRIPE_STREAM_THRESHOLD events.
-    "STRIPE_METER_EVENT_API": env.str("EPSILON_STRIPE_METER_EVENT_API", default="auto"),
-    "STRIPE_STREAM_THRESHOLD": env.int("EPSILON_STRIPE_STREAM_THRESHOLD", default=500),
-    "STRIPE_STREAM_EVENTS_PER_SECOND": env.float("EPSILON_STRIPE_STREAM_EVENTS_PER_SECOND", default=0),
-    # Attempts per meter event on 429s, 5xx and network errors, with exponential
-    # backoff and jitter starting at this many seconds.
-    "STRIPE_MAX_ATTEMPTS": env.int("EPSILON_STRIPE_MAX_ATTEMPTS", default=5),
-    "STRIPE_BACKOFF_SECONDS": env.float("EPSILON_STRIPE_BACKOFF_SECONDS", default=0.5),
-    # Late usage of a period whose invoice Stripe has finalized (the invoice never
-    # changes): "carry" (the default) bills it with the customer's next period, linked
-    # to the period it belongs to; "record" keeps a flagged row and bills it nowhere.
-    "LATE_USAGE": env.str("EPSILON_LATE_USAGE", default="carry"),
-    # How often the django-q2 schedule reports usage (run it with `manage.py qcluster`).
-    "REPORT_INTERVAL_MINUTES": env.int("EPSILON_REPORT_INTERVAL_MINUTES", default=60),
-}
+# Every Epsilon option, with its environment variable, default and meaning, is in
+# billing/conf.py (OPTIONS); `manage.py check` refuses a wrong or unknown one.
+EPSILON = epsilon_options.from_environment(env)
 
 # --- Usage source ---------------------------------------------------------------
 
@@ -258,7 +233,11 @@ OPENMETER_TOKEN = env.str("OPENMETER_TOKEN", default="")
 OPENMETER_TIMEOUT_SECONDS = env.float("OPENMETER_TIMEOUT_SECONDS", default=10.0)
 OPENMETER_MAX_RETRIES = env.int("OPENMETER_MAX_RETRIES", default=3)
 # The embedded meter's ingest endpoint (POST /api/v1/events) takes this Bearer token.
-EMBEDDED_METER_INGEST_TOKEN = env.str("EMBEDDED_METER_INGEST_TOKEN", default="epsilon-demo-ingest-token")
+# The demo token is public: without DEBUG there is none unless one is set, and then
+# ingest refuses every request (401) rather than let anyone bill a customer.
+EMBEDDED_METER_INGEST_TOKEN = env.str("EMBEDDED_METER_INGEST_TOKEN", default="epsilon-demo-ingest-token" if DEBUG else "")
+if not DEBUG and EMBEDDED_METER_INGEST_TOKEN == "epsilon-demo-ingest-token":
+    raise ImproperlyConfigured("EMBEDDED_METER_INGEST_TOKEN is the public demo token: set a long random one when DJANGO_DEBUG is off.")
 
 # --- Scheduled reporting (django-q2) -----------------------------------------
 

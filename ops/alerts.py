@@ -22,8 +22,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.admin_selectors import latest_reports
+from billing.conf import conf
 from billing.models import PeriodReconciliation, UsageReport
 
+from .health import redacted
 from .models import Alert
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class AlertCheck:
     new: list[Alert] = field(default_factory=list)
     resolved: int = 0
     sent: bool = False
+    unnotified: int = 0  # open alerts nobody has been told about yet
 
 
 def current_problems(now=None) -> dict[str, tuple[str, str]]:
@@ -49,7 +52,7 @@ def current_problems(now=None) -> dict[str, tuple[str, str]]:
         problems[f"failed:{r.customer_id}:{r.meter_id}:{r.billing_start:%Y%m%dT%H%M%SZ}"] = (
             Kind.FAILED, f"{r.customer_id}, period from {r.billing_start:%Y-%m-%d %H:%M} UTC: {r.error}",
         )
-    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    lease = conf.pending_lease
     for r in UsageReport.objects.filter(status=UsageReport.Status.PENDING, updated__lt=now - lease).order_by("created"):
         problems[f"stale:{r.identifier}"] = (
             Kind.STALE, f"{r.customer_id}: report {r.identifier} ({r.value_sent.normalize():f} unit(s)) has waited for "
@@ -78,6 +81,7 @@ def check_and_notify(now=None) -> AlertCheck:
     if unnotified and _tell(unnotified):
         Alert.objects.filter(pk__in=[a.pk for a in unnotified]).update(notified_at=now)
         result.sent = True
+    result.unnotified = 0 if result.sent else len(unnotified)
     return result
 
 
@@ -98,7 +102,7 @@ def _opened(key, kind, summary, now) -> Alert | None:
 def _tell(alerts: list[Alert]) -> bool:
     """One message about these alerts, by every channel set up; whether one reached someone."""
     subject = f"Epsilon Billing: {len(alerts)} new billing problem{'s' if len(alerts) != 1 else ''}"
-    body = "\n".join(f"- {a.get_kind_display()}: {a.summary}" for a in alerts) + (
+    body = "\n".join(f"- {a.get_kind_display()}: {redacted(a.summary)}" for a in alerts) + (
         "\n\nEach problem is told once; see the admin's billing overview for what is still open."
     )
     told = False

@@ -50,6 +50,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
 from django.utils import timezone
 
+from billing.conf import conf
+
 logger = logging.getLogger("ops.health")
 
 DATABASE_TIMEOUT_SECONDS = 3.0
@@ -171,7 +173,7 @@ def _schedule_interval(schedule) -> timedelta:
     from django_q.models import Schedule
 
     if schedule.schedule_type == Schedule.MINUTES:
-        return timedelta(minutes=schedule.minutes or settings.EPSILON["REPORT_INTERVAL_MINUTES"])
+        return timedelta(minutes=schedule.minutes or conf.REPORT_INTERVAL_MINUTES)
     fixed = {
         Schedule.HOURLY: timedelta(hours=1),
         Schedule.DAILY: timedelta(days=1),
@@ -181,7 +183,7 @@ def _schedule_interval(schedule) -> timedelta:
         Schedule.QUARTERLY: timedelta(days=92),
         Schedule.YEARLY: timedelta(days=366),
     }
-    return fixed.get(schedule.schedule_type, timedelta(minutes=settings.EPSILON["REPORT_INTERVAL_MINUTES"]))
+    return fixed.get(schedule.schedule_type, timedelta(minutes=conf.REPORT_INTERVAL_MINUTES))
 
 
 def _minutes(delta: timedelta) -> int:
@@ -191,11 +193,11 @@ def _minutes(delta: timedelta) -> int:
 def _run(name: str, check: Callable[[], str]) -> dict:
     """{"ok": True, "detail": ...}, or ok False with the error's text: never raises."""
     try:
-        return {"ok": True, "detail": _safe(check())}
+        return {"ok": True, "detail": redacted(check())}
     except CheckFailed as exc:
-        detail = _safe(str(exc))
+        detail = redacted(str(exc))
     except Exception as exc:  # a probe reports failures, it does not raise them
-        detail = _safe(_describe(exc))
+        detail = redacted(_describe(exc))
     logger.warning("readyz: %s check failed: %s", name, detail)
     return {"ok": False, "detail": detail}
 
@@ -284,8 +286,8 @@ def _secrets() -> list[str]:
     return sorted({v for v in values if isinstance(v, str) and len(v) >= 4}, key=len, reverse=True)
 
 
-def _safe(text: str) -> str:
-    """One line, short, with secrets redacted."""
+def redacted(text: str) -> str:
+    """One line, short, with secrets redacted (probe details, alert messages)."""
     text = " ".join(str(text).split())
     for secret in _secrets():
         text = text.replace(secret, "[redacted]")

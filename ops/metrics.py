@@ -36,7 +36,8 @@ scrape of any worker sums them all (MultiProcessCollector); without it a scrape 
 the answering process's own.
 
 Access: `Authorization: Bearer <METRICS_TOKEN>` when a token is set, or a REMOTE_ADDR
-inside METRICS_ALLOWED_NETWORKS (behind a proxy, REMOTE_ADDR is the proxy's).
+inside METRICS_ALLOWED_NETWORKS. A request relayed by a proxy (X-Forwarded-For,
+Forwarded, X-Real-IP) needs the token: its REMOTE_ADDR is the proxy's, often loopback.
 """
 
 import hmac
@@ -55,6 +56,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
+
+from billing.conf import conf
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +167,7 @@ class DatabaseCollector(Collector):
             "epsilon_units_sent", "Units sent to Stripe by sent reports (corrections excluded).", float(units or 0)
         )
 
-        lease_start = now - timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+        lease_start = now - conf.pending_lease
         pending = UsageReport.objects.filter(status=ReportStatus.PENDING)
         yield GaugeMetricFamily(
             "epsilon_reports_in_flight", "Pending reports within their lease (being sent).",
@@ -247,6 +250,8 @@ def may_scrape(request) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return True
+    if any(h in request.META for h in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")):
+        return False  # relayed by a proxy: REMOTE_ADDR is the proxy's, not the scraper's
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:

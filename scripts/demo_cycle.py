@@ -60,9 +60,8 @@ def start_app_server() -> subprocess.Popen:
 
 
 def run_cycle() -> None:
-    from django.conf import settings
-
     from billing import stripe_api
+    from billing.conf import conf
     from billing.models import UsageReport
     from billing.services import stripe_setup, stripe_sync, webhook_endpoints
     from billing.services.periods import AlignedPeriod
@@ -72,7 +71,7 @@ def run_cycle() -> None:
 
     client = stripe_api.get_client()
     stripe_setup.ensure_epsilon_objects()
-    price = client.v1.prices.list({"lookup_keys": [settings.EPSILON["PRICE_LOOKUP_KEY"]]}).data[0]
+    price = client.v1.prices.list({"lookup_keys": [conf.PRICE_LOOKUP_KEY]}).data[0]
 
     start = (datetime.now(UTC) - timedelta(days=40)).replace(hour=13, minute=45, second=0, microsecond=0)
     clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(start.timestamp()), "name": "Epsilon demo cycle"})

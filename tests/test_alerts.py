@@ -4,6 +4,7 @@ next run; told again only if it comes back after it was resolved.
 """
 
 from datetime import timedelta
+from io import StringIO
 
 import httpx
 import pytest
@@ -81,3 +82,24 @@ def test_a_message_that_could_not_be_sent_is_sent_by_the_next_check(billing, set
         third = check_and_notify()
     assert (first.sent, second.sent, third.sent) == (False, True, False)
     assert Alert.objects.get().notified_at is not None
+
+
+def test_send_alerts_fails_when_nobody_can_be_told_and_messages_hide_secrets(billing, settings, told):
+    from django.core.management import CommandError, call_command
+
+    failed = UsageReport.objects.create(
+        customer_id=billing.customer_id, subscription_id=billing.subscription_id, subscription_item_id=billing.item_id,
+        price_id="price_x", meter_id=Meter.objects.get().id, source_meter_slug="m1", window_size="HOUR",
+        billing_start=billing.period.billing_start, billing_end=billing.period.billing_end,
+        period_start=billing.period.start, period_end=billing.period.end, usage_until=billing.period.start,
+        sequence=1, value_sent=0, identifier="x-1", status="failed", trigger="command",
+        error="Invalid API Key provided: sk_live_51SecretSecretSecret0000",
+    )
+    settings.ADMINS, settings.ALERT_WEBHOOK_URL = [], ""
+    with pytest.raises(CommandError, match="1 problem\\(s\\) not told to anyone"):
+        call_command("send_alerts", stdout=StringIO())
+
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    call_command("send_alerts", stdout=StringIO())
+    [message] = mail.outbox
+    assert failed.customer_id in message.body and "sk_live_51Secret" not in message.body and "[redacted]" in message.body

@@ -63,7 +63,6 @@ def production_env(tmp_path_factory):
         "DJANGO_SECRET_KEY": "production-test-" + "x" * 50,
         "DJANGO_ALLOWED_HOSTS": HOST,
         "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{HOST}",
-        "DJANGO_BEHIND_PROXY": "true",
         "DJANGO_STATIC_ROOT": str(tmp / "static"),
         "STRIPE_SECRET_KEY": "sk_test_production_test_key",
         "STRIPE_EVENT_DESTINATION_SECRET": DESTINATION_SECRET,
@@ -96,8 +95,12 @@ def wait_until_serving(process, base: str) -> None:
     raise AssertionError("the production server did not answer /healthz within 60 s")
 
 
-def stop(process) -> str:
-    os.killpg(process.pid, signal.SIGTERM)
+def stop(process, *, group=True) -> str:
+    """SIGTERM to the process group (gunicorn), or to the main process only (systemd's KillMode=mixed)."""
+    if group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
     try:
         out, _ = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -133,12 +136,17 @@ def test_production_settings_pass_check_deploy(production_env):
     assert "System check identified no issues" in check.stdout
 
 
-def test_without_a_secret_key_debug_off_refuses_to_start(production_env):
+@pytest.mark.parametrize(("change", "says"), [
+    ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off"),
+    ({"STRIPE_SECRET_KEY": None}, "STRIPE_SECRET_KEY must be set when DJANGO_DEBUG is off"),
+    ({"EMBEDDED_METER_INGEST_TOKEN": "epsilon-demo-ingest-token"}, "the public demo token"),
+], ids=["no-secret-key", "no-stripe-key", "demo-ingest-token"])
+def test_debug_off_refuses_to_start_with_a_demo_value(production_env, change, says):
     env, _db = production_env
-    env = {k: v for k, v in env.items() if k != "DJANGO_SECRET_KEY"}
+    env = {k: v for k, v in {**env, **change}.items() if v is not None}
     check = subprocess.run([str(VENV_BIN / "python"), "manage.py", "check"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
-    assert check.returncode != 0 and "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in check.stderr
+    assert check.returncode != 0 and says in check.stderr
 
 
 def test_the_admin_login_and_its_static_files_are_served_over_https_only(web):
@@ -149,6 +157,9 @@ def test_the_admin_login_and_its_static_files_are_served_over_https_only(web):
     css = re.search(r'href="(/static/admin/css/base[^"]*\.css)"', login.text).group(1)
     static = httpx.get(f"{web}{css}", headers=through_proxy())
     assert static.status_code == 200 and "text/css" in static.headers["content-type"]  # WhiteNoise
+
+    relayed = httpx.get(f"{web}/metrics", headers={"Host": HOST, "X-Forwarded-For": "203.0.113.9"})
+    assert relayed.status_code == 403  # through the proxy, loopback is not the scraper's address
 
     plain = httpx.get(f"{web}/admin/login/", headers={"Host": HOST})
     assert plain.status_code == 301 and plain.headers["location"] == f"https://{HOST}/admin/login/"
@@ -179,6 +190,18 @@ def test_a_signed_stripe_event_and_an_ingest_call_are_taken(web, production_env)
         queued = connection.execute("SELECT count(*) FROM django_q_ormq").fetchone()[0]
         stored = connection.execute("SELECT count(*) FROM embedded_meter_event WHERE event_id = 'prod-exec-1'").fetchone()[0]
     assert (queued, stored) == (1, 1)  # the error report waits for a worker; the execution is metered
+
+
+def test_a_client_not_behind_the_trusted_proxy_cannot_claim_https(production_env):
+    env, _db = production_env
+    port = free_port()
+    process = start(procfile()["web"], {**env, "FORWARDED_ALLOW_IPS": "10.9.9.9"}, port)
+    try:
+        wait_until_serving(process, f"http://127.0.0.1:{port}")
+        claimed = httpx.get(f"http://127.0.0.1:{port}/admin/login/", headers=through_proxy())
+        assert claimed.status_code == 301 and claimed.headers["location"].startswith("https://")
+    finally:
+        stop(process)
 
 
 def test_probes_answer_by_ip_over_plain_http(web):
@@ -225,5 +248,5 @@ def test_the_worker_process_starts_a_cluster_and_stops_cleanly(production_env, c
                 break
         assert any("Q Cluster" in line and "running." in line for line in lines), "".join(lines)
     finally:
-        out = stop(process)
-    assert "has stopped" in out or process.returncode == 0, out
+        out = stop(process, group=False)  # as systemd's KillMode=mixed and a Procfile runner do
+    assert "has stopped" in out, out

@@ -24,15 +24,16 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from hashlib import sha256
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from ..conf import conf
 from ..models import UsageReport
+from ..units import whole_units
 from .periods import timestamp_rejection
 from . import targets
 
@@ -62,9 +63,6 @@ class InFlight(Exception):
     """Another report of the period is pending: this run sends nothing for it."""
 
 
-def whole_units(value: Decimal) -> Decimal:
-    """Stripe takes whole numbers: usage is billed in whole units, rounded down."""
-    return value.to_integral_value(rounding=ROUND_DOWN)
 
 
 def rows_of(target: targets.ReportTarget):
@@ -148,7 +146,7 @@ def late_usage_row(value: Decimal) -> tuple[str, str]:
     (counted, so the customer's next period bills it) or recorded only (a flagged row
     that counts toward nothing).
     """
-    if settings.EPSILON["LATE_USAGE"] == "record":
+    if conf.LATE_USAGE == "record":
         return Status.LATE, (
             f"Stripe finalized this period's invoice: {value:+} unit(s) of late usage are recorded "
             "only (EPSILON_LATE_USAGE=record), neither sent into it nor billed on a later invoice"
@@ -293,7 +291,7 @@ def account_unbilled(key: tuple, invoiced: Decimal) -> Decimal | None:
         sent = [row for row in rows if row.counts_toward_total]  # what reconciliation's ledger_units holds
         late = max(sum((row.value_sent for row in sent), Decimal(0)) - invoiced, Decimal(0))
         carrier = sent[-1] if sent and late else None
-        recording = settings.EPSILON["LATE_USAGE"] == "record"
+        recording = conf.LATE_USAGE == "record"
         carried = min(late, sum((row.unbilled for row in rows), Decimal(0))) if recording else late
         for row in rows:
             unbilled = carried if row is carrier else Decimal(0)

@@ -10,7 +10,7 @@ compensating meter event, sent through the same ledger-first path as every repor
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 import stripe
 from django.db import transaction
@@ -20,6 +20,7 @@ from djstripe.models import Customer
 
 from .. import stripe_api
 from ..models import FinalizedInvoiceLine, Meter, PeriodReconciliation, UsageReport
+from ..units import whole_units
 from ..usage_sources import UsageRequest, get_usage_source
 from . import invoices, ledger, targets
 from .periods import STRIPE_TIMESTAMP_MAX_AGE
@@ -273,7 +274,7 @@ def _correct(result: PeriodReconciliation, period: LedgerPeriod, client) -> None
     if anchor is None:
         return
     try:
-        correction = ledger.correction(anchor, -ledger.whole_units(result.drift))
+        correction = ledger.correction(anchor, -whole_units(result.drift))
     except ledger.InFlight:
         return
     send_reports([correction], client)

@@ -1,8 +1,9 @@
 """The periodic usage report, as a django-q2 schedule run by `manage.py qcluster`."""
 
-from django.conf import settings
 from django.db import transaction
 from django_q.models import Schedule
+
+from ..conf import conf
 
 SCHEDULE_NAME = "Epsilon: report usage to Stripe"
 SCHEDULE_FUNC = "billing.tasks.report_usage_on_schedule"
@@ -14,7 +15,7 @@ def ensure_report_schedule(minutes: int | None = None) -> tuple[Schedule, bool]:
     Create or update the one reporting schedule. django-q2 does not make schedule
     names unique, so extra copies (from older setups) are removed rather than run twice.
     """
-    minutes = minutes or settings.EPSILON["REPORT_INTERVAL_MINUTES"]
+    minutes = minutes or conf.REPORT_INTERVAL_MINUTES
     copies = Schedule.objects.select_for_update().filter(name=SCHEDULE_NAME).order_by("id")
     keep = copies.first()
     if keep:

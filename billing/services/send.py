@@ -9,6 +9,7 @@ is shared or opened per thread.
 from django.conf import settings
 
 from .. import stripe_api
+from ..conf import conf
 from ..models import UsageReport
 from . import invoices, ledger
 from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStreamSender
@@ -20,7 +21,7 @@ def send_reports(reports: list[UsageReport], client) -> None:
         return
     # Each row was written or claimed (updated = now) just before; the lease is kept
     # while the send lasts, so no other run takes a row this one is still sending.
-    with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=settings.EPSILON["PENDING_LEASE_SECONDS"]):
+    with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=conf.PENDING_LEASE_SECONDS):
         results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
     ledger.settle(results, reports)
     # A report Stripe took after its period's invoice was final is on no invoice.
@@ -48,17 +49,16 @@ def meter_event_call(report: UsageReport) -> MeterEventCall:
 
 def sender_for(client, event_count: int):
     """v1 for everyday runs; Stripe's v2 stream for runs too large for v1's call rate."""
-    config = settings.EPSILON
     options = {
-        "workers": config["STRIPE_SEND_CONCURRENCY"],
-        "max_attempts": config["STRIPE_MAX_ATTEMPTS"],
-        "backoff_initial": config["STRIPE_BACKOFF_SECONDS"],
+        "workers": conf.STRIPE_SEND_CONCURRENCY,
+        "max_attempts": conf.STRIPE_MAX_ATTEMPTS,
+        "backoff_initial": conf.STRIPE_BACKOFF_SECONDS,
     }
-    api = config["STRIPE_METER_EVENT_API"]
-    if api == "v2" or (api == "auto" and event_count >= config["STRIPE_STREAM_THRESHOLD"]):
-        per_second = config["STRIPE_STREAM_EVENTS_PER_SECOND"] or (10_000 if settings.STRIPE_LIVE_MODE else 25)
+    api = conf.STRIPE_METER_EVENT_API
+    if api == "v2" or (api == "auto" and event_count >= conf.STRIPE_STREAM_THRESHOLD):
+        per_second = conf.STRIPE_STREAM_EVENTS_PER_SECOND or (10_000 if settings.STRIPE_LIVE_MODE else 25)
         return MeterEventStreamSender(
             client, stream_client_for=stripe_api.get_stream_client, per_second=per_second, **options
         )
-    per_second = config["STRIPE_METER_EVENTS_PER_SECOND"] or (1000 if settings.STRIPE_LIVE_MODE else 25)
+    per_second = conf.STRIPE_METER_EVENTS_PER_SECOND or (1000 if settings.STRIPE_LIVE_MODE else 25)
     return MeterEventSender(client, per_second=per_second, **options)

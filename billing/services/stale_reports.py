@@ -22,10 +22,10 @@ The ways, each one rule:
 from datetime import timedelta
 
 import stripe
-from django.conf import settings
 from django.utils import timezone
 
 from .. import stripe_api
+from ..conf import conf
 from ..errors import ReportNotResolvable
 from ..models import ReportDecision, UsageReport
 from . import invoices, ledger, usage_reporting
@@ -38,7 +38,7 @@ AUTO = "auto"
 
 def in_doubt(*, customer_ids=None):
     """Pending rows no run is sending: their lease ran out."""
-    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    lease = conf.pending_lease
     rows = UsageReport.objects.filter(status=Status.PENDING, updated__lt=timezone.now() - lease)
     if customer_ids is not None:
         rows = rows.filter(customer_id__in=customer_ids)
@@ -60,7 +60,7 @@ def resolve(
         action = Action.RESEND if within_dedupe_window(report) else Action.METER_SUMMARY
     _check(report, action, reason)
     before = report.status
-    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    lease = conf.pending_lease
     if not ledger.take_in_doubt(report, lease=lease):
         raise ReportNotResolvable(f"{report.identifier} is {report.get_status_display().lower()} now: a run settled or took it just now.")
     client = client or stripe_api.get_client()
@@ -80,7 +80,7 @@ def _check(report: UsageReport, action: str, reason: str) -> None:
         raise ReportNotResolvable(
             f"{report.identifier} is not in doubt: it is {report.get_status_display().lower()}, which Stripe's answer or an earlier decision settled."
         )
-    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    lease = conf.pending_lease
     if report.updated >= timezone.now() - lease:
         raise ReportNotResolvable(
             f"{report.identifier} is being sent by a run (its lease was renewed at {report.updated:%Y-%m-%d %H:%M:%S} UTC); "

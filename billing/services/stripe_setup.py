@@ -10,9 +10,9 @@ read-after-write consistent: a rerun never creates a duplicate.
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 
 from .. import stripe_api, stripe_dashboard
+from ..conf import conf
 from . import meter_rules, stripe_sync
 
 PRODUCT_METADATA = {"epsilon_object": "product"}
@@ -52,10 +52,9 @@ def _has_metadata(obj, metadata: dict) -> bool:
 
 
 def ensure_meter(client):
-    config = settings.EPSILON
     meter = _first(
         client.v1.billing.meters.list({"status": "active", "limit": 100}),
-        lambda m: m.event_name == config["METER_EVENT_NAME"],
+        lambda m: m.event_name == conf.METER_EVENT_NAME,
     )
     if meter:
         problem = meter_rules.problem_of_stripe_meter(meter)
@@ -64,8 +63,8 @@ def ensure_meter(client):
         return meter, False
     meter = client.v1.billing.meters.create(
         {
-            "display_name": config["METER_DISPLAY_NAME"],
-            "event_name": config["METER_EVENT_NAME"],
+            "display_name": conf.METER_DISPLAY_NAME,
+            "event_name": conf.METER_EVENT_NAME,
             "default_aggregation": {"formula": "sum"},
             "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
             "value_settings": {"event_payload_key": "value"},
@@ -76,10 +75,9 @@ def ensure_meter(client):
 
 def ensure_price(client, meter):
     """The monthly metered price, found by lookup_key, with its product."""
-    config = settings.EPSILON
     price = _first(
         client.v1.prices.list(
-            {"lookup_keys": [config["PRICE_LOOKUP_KEY"]], "expand": ["data.product"]}
+            {"lookup_keys": [conf.PRICE_LOOKUP_KEY], "expand": ["data.product"]}
         )
     )
     if price:
@@ -90,10 +88,10 @@ def ensure_price(client, meter):
     price = client.v1.prices.create(
         {
             "product": product.id,
-            "currency": config["PRICE_CURRENCY"],
-            "unit_amount_decimal": config["PRICE_UNIT_AMOUNT_DECIMAL"],
+            "currency": conf.PRICE_CURRENCY,
+            "unit_amount_decimal": str(conf.PRICE_UNIT_AMOUNT_DECIMAL),
             "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-            "lookup_key": config["PRICE_LOOKUP_KEY"],
+            "lookup_key": conf.PRICE_LOOKUP_KEY,
             "nickname": "Epsilon execution duration, monthly",
         }
     )
@@ -109,7 +107,7 @@ def ensure_product(client):
         return product, False
     product = client.v1.products.create(
         {
-            "name": settings.EPSILON["PRODUCT_NAME"],
+            "name": conf.PRODUCT_NAME,
             "description": "Serverless executions, billed by execution duration.",
             "metadata": PRODUCT_METADATA,
         }
@@ -118,14 +116,13 @@ def ensure_product(client):
 
 
 def _check_price_fits(price, meter) -> None:
-    config = settings.EPSILON
     recurring = price.recurring or {}
     expected = {
         "active": (price.active, True),
-        "currency": (price.currency, config["PRICE_CURRENCY"]),
+        "currency": (price.currency, conf.PRICE_CURRENCY),
         "unit_amount_decimal": (
             Decimal(str(price.unit_amount_decimal)),
-            Decimal(config["PRICE_UNIT_AMOUNT_DECIMAL"]),
+            Decimal(conf.PRICE_UNIT_AMOUNT_DECIMAL),
         ),
         "recurring.interval": (recurring.get("interval"), "month"),
         "recurring.usage_type": (recurring.get("usage_type"), "metered"),
@@ -134,14 +131,14 @@ def _check_price_fits(price, meter) -> None:
     wrong = [f"{name} is {got!r}, expected {want!r}" for name, (got, want) in expected.items() if got != want]
     if wrong:
         raise SetupError(
-            f"The price with lookup_key {config['PRICE_LOOKUP_KEY']!r} ({price.id}) does not fit "
+            f"The price with lookup_key {conf.PRICE_LOOKUP_KEY!r} ({price.id}) does not fit "
             f"Epsilon: {'; '.join(wrong)}. Fix or archive it in Stripe, or set "
             "EPSILON_PRICE_LOOKUP_KEY to use another lookup key."
         )
 
 
 def ensure_demo_customer(client):
-    email = settings.EPSILON["DEMO_CUSTOMER_EMAIL"]
+    email = conf.DEMO_CUSTOMER_EMAIL
     customer = _first(
         client.v1.customers.list({"email": email, "limit": 100}),
         lambda c: _has_metadata(c, DEMO_CUSTOMER_METADATA),

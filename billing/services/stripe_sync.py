@@ -11,6 +11,7 @@ from django.utils import timezone
 from djstripe import models as djstripe_models
 
 from .. import stripe_api
+from ..conf import conf
 from ..models import Meter, SubscriptionItemChange, WindowSize
 
 
@@ -36,8 +37,8 @@ def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
         id=stripe_meter.id,
         defaults={
             **mirrored,
-            "source_meter_slug": source_meter_slug or settings.EPSILON["SOURCE_METER_SLUG"],
-            "window_size": WindowSize(settings.EPSILON["DEFAULT_WINDOW_SIZE"].upper()),
+            "source_meter_slug": source_meter_slug or conf.SOURCE_METER_SLUG,
+            "window_size": WindowSize(conf.DEFAULT_WINDOW_SIZE.upper()),
         },
     )
     if not created:

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db.models import Exists, Max, OuterRef, Q
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
+from ..conf import conf
 from ..models import Meter, SubscriptionItemChange, UsageReport
 from . import invoices
 from .meter_rules import problem_of_mirrored_meter
@@ -91,7 +92,7 @@ class ReportTarget:
 
 def subject_for(customer_id: str, metadata: dict | None) -> str:
     """The usage-source subject of a Stripe customer: its id, or a metadata value."""
-    key = settings.EPSILON["SUBJECT_METADATA_KEY"]
+    key = conf.SUBJECT_METADATA_KEY
     if not key:
         return customer_id
     subject = (metadata or {}).get(key)

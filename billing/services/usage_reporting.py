@@ -27,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import stripe
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors, stripe_api, webhooks
+from ..conf import conf
 from ..models import UsageReport
 from ..usage_sources import get_usage_source
 from . import invoices, ledger, stripe_sync, targets as targets_step
@@ -243,7 +243,7 @@ def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
     the same identifier, which Stripe deduplicates within 24 hours.
     """
-    lease = timedelta(seconds=settings.EPSILON["PENDING_LEASE_SECONDS"])
+    lease = conf.pending_lease
     resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
     send_reports(resend, client)
     resolved = [_resolved_or_left(report, client) for report in too_old]

@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from ...alerts import check_and_notify
 
@@ -14,3 +14,8 @@ class Command(BaseCommand):
         result = check_and_notify()
         told = "told" if result.sent else "nothing to tell" if not result.new else "NOT told (see the log)"
         self.stdout.write(f"{len(result.new)} new problem(s), {result.resolved} resolved: {told}.")
+        if result.unnotified and not result.sent:
+            raise CommandError(
+                f"{result.unnotified} problem(s) not told to anyone: set DJANGO_ADMINS (and mail) or "
+                "EPSILON_ALERT_WEBHOOK_URL, or see the log for why the message failed."
+            )
