@@ -11,7 +11,7 @@ import stripe
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -20,13 +20,12 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from djstripe.models import Customer
 
-from .errors import ReportNotResolvable
+from .errors import OPERATOR_ERRORS, operator_message
 from .models import PeriodReconciliation, ReportDecision, UsageReport
 from .services import reconciliation, stale_reports, usage_reporting
 
 PERMISSION = "billing.report_usage_now"
 RESOLVE_PERMISSION = "billing.resolve_usage_report"
-SERVICE_ERRORS = (ImproperlyConfigured, stripe.StripeError)
 
 
 class ReportUsageNowMixin:
@@ -76,8 +75,8 @@ class ReportUsageNowMixin:
             result = usage_reporting.report_usage(
                 trigger=UsageReport.Trigger.ADMIN, **{self.report_usage_scope: stripe_ids}
             )
-        except SERVICE_ERRORS as exc:
-            self.message_user(request, f"Usage was not reported: {exc}", messages.ERROR)
+        except OPERATOR_ERRORS as exc:
+            self.message_user(request, f"Usage was not reported: {operator_message(exc)}", messages.ERROR)
             return
         report_result(self, request, result)
 
@@ -156,8 +155,8 @@ class ReconcileMixin:
         correct = request.POST.get("correct") == "yes"
         try:
             results = reconciliation.reconcile(customer_ids=customer_ids, correct=correct)
-        except SERVICE_ERRORS as exc:
-            self.message_user(request, f"Reconciliation did not run: {exc}", messages.ERROR)
+        except OPERATOR_ERRORS as exc:
+            self.message_user(request, f"Reconciliation did not run: {operator_message(exc)}", messages.ERROR)
             return None
         reconcile_result(self, request, results, correct)
         return None
@@ -228,8 +227,8 @@ class RetryFailedMixin:
             result = usage_reporting.report_usage(
                 trigger=UsageReport.Trigger.ADMIN, subscription_ids=subscription_ids
             )
-        except SERVICE_ERRORS as exc:
-            self.message_user(request, f"Retry did not run: {exc}", messages.ERROR)
+        except OPERATOR_ERRORS as exc:
+            self.message_user(request, f"Retry did not run: {operator_message(exc)}", messages.ERROR)
             return
         report_result(
             self, request, result,
@@ -284,11 +283,8 @@ class SettleInDoubtMixin:
         for report in doubtful:
             try:
                 decision = stale_reports.resolve(report, action=way, decided_by=request.user.get_username(), reason=reason)
-            except ReportNotResolvable as exc:
-                self.message_user(request, f"Report {report.identifier}: not settled: {exc.message}", messages.ERROR)
-                continue
-            except SERVICE_ERRORS as exc:
-                self.message_user(request, f"Report {report.identifier}: not settled: {exc}", messages.ERROR)
+            except OPERATOR_ERRORS as exc:
+                self.message_user(request, f"Report {report.identifier}: not settled: {operator_message(exc)}", messages.ERROR)
                 continue
             level = messages.SUCCESS if decision.status_after != UsageReport.Status.PENDING else messages.WARNING
             self.message_user(

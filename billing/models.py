@@ -97,6 +97,15 @@ class ReportStatus(models.TextChoices):
     LATE = "late", "Late: recorded, not billed"
 
 
+# What a run did for one period, as printed and summed: a row's status, or one of the
+# two outcomes that leave no row of their own (a dry run; another row in flight).
+OutcomeStatus = models.TextChoices(
+    "OutcomeStatus",
+    [(status.name, (status.value, status.label)) for status in ReportStatus]
+    + [("DRY_RUN", ("dry-run", "Dry run: would send")), ("IN_FLIGHT", ("in-flight", "Another report in flight"))],
+)
+
+
 class ReportTrigger(models.TextChoices):
     SCHEDULE = "schedule", "Schedule"
     ADMIN = "admin", "Admin"

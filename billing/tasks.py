@@ -7,13 +7,14 @@ told to the people in ADMINS (ops.alerts), once each.
 
 from ops import alerts
 
+from .errors import BillingError
 from .models import UsageReport
 from .services import usage_reporting
 from .webhooks import from_timestamp
 
 
-class ReportingFailed(Exception):
-    pass
+class ReportingFailed(BillingError):
+    """A scheduled or webhook run with reports that did not reach Stripe (django-q2 lists it failed)."""
 
 
 def report_usage_on_schedule() -> str:

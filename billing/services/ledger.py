@@ -32,6 +32,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from ..conf import conf
+from ..errors import BillingError
 from ..models import UsageReport
 from ..units import whole_units
 from .periods import timestamp_rejection
@@ -59,7 +60,7 @@ def is_counted(row: UsageReport) -> bool:
 IN_FLIGHT_MESSAGE = "another report of this period is in flight; it will be settled first"
 
 
-class InFlight(Exception):
+class InFlight(BillingError):
     """Another report of the period is pending: this run sends nothing for it."""
 
 

@@ -13,13 +13,14 @@ from decimal import Decimal
 
 from .. import stripe_api, stripe_dashboard
 from ..conf import conf
+from ..errors import BillingError
 from . import meter_rules, stripe_sync
 
 PRODUCT_METADATA = {"epsilon_object": "product"}
 DEMO_CUSTOMER_METADATA = {"epsilon_demo": "true"}
 
 
-class SetupError(Exception):
+class SetupError(BillingError):
     """A Stripe object exists but does not fit Epsilon; nothing is changed."""
 
 

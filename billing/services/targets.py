@@ -34,6 +34,7 @@ from django.db.models import Exists, Max, OuterRef, Q
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..conf import conf
+from ..errors import BillingError
 from ..models import Meter, SubscriptionItemChange, UsageReport
 from . import invoices
 from .meter_rules import problem_of_mirrored_meter
@@ -48,7 +49,7 @@ ENDED_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
 REPORTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.CARRIED))
 
 
-class SubjectMappingError(Exception):
+class SubjectMappingError(BillingError):
     """A customer has no usage subject under the configured metadata key."""
 
 

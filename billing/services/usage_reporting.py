@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from .. import selectors, stripe_api, webhooks
 from ..conf import conf
-from ..models import UsageReport
+from ..models import OutcomeStatus, UsageReport
 from ..usage_sources import get_usage_source
 from . import invoices, ledger, stripe_sync, targets as targets_step
 from .ledger import InFlight
@@ -44,9 +44,9 @@ logger = logging.getLogger(__name__)
 reports_logger = logging.getLogger("billing.reports")
 
 Status = UsageReport.Status
-# Outcomes that leave no row of their own.
-DRY_RUN = "dry-run"
-IN_FLIGHT = "in-flight"
+# Outcomes that leave no row of their own (OutcomeStatus has every outcome).
+DRY_RUN = OutcomeStatus.DRY_RUN
+IN_FLIGHT = OutcomeStatus.IN_FLIGHT
 
 
 @dataclass

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from ..errors import BillingError
 
-class UsageSourceError(Exception):
+
+class UsageSourceError(BillingError):
     """The source could not answer; the message is shown to operators as is."""
 
 

@@ -3,7 +3,6 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from ...errors import ReportNotResolvable
 from ...models import ReportDecision, UsageReport
 from ...services import stale_reports
 from ..stripe_errors import stripe_errors_as_command_errors
@@ -42,9 +41,9 @@ class Command(BaseCommand):
                         report, action=action.replace("-", "_"), decided_by=decided_by, reason=reason,
                         trigger=UsageReport.Trigger.COMMAND,
                     )
-            except ReportNotResolvable as exc:
+            except CommandError as exc:  # a refusal, or Stripe's error, as one sentence
                 refused += 1
-                self.stderr.write(f"{report.identifier}: not settled: {exc.message}")
+                self.stderr.write(f"{report.identifier}: not settled: {exc}")
                 continue
             self.stdout.write(
                 f"{report.identifier}: {decision.action} -> {decision.status_after}: {decision.outcome}"
