@@ -7,7 +7,6 @@ schedule and the webhooks, so the ledger's exactly-once rule holds here too.
 
 import csv
 
-import stripe
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote

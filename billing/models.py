@@ -6,6 +6,8 @@ and the UsageReport ledger of every usage report sent, or about to be sent, to S
 from django.db import models
 from django.db.models import F, Q
 
+from epsilon.timewindows import WindowSize  # noqa: F401 - billing's models use it; kept importable here
+
 from . import stripe_dashboard
 from .units import whole_units
 
@@ -17,14 +19,6 @@ def stripe_reference(model: str, related_name: str) -> models.ForeignKey:
     return models.ForeignKey(
         model, to_field="id", db_constraint=False, on_delete=models.DO_NOTHING, related_name=related_name
     )
-
-
-class WindowSize(models.TextChoices):
-    """OpenMeter's window sizes: usage is aggregated and reported per window."""
-
-    MINUTE = "MINUTE", "Minute"
-    HOUR = "HOUR", "Hour"
-    DAY = "DAY", "Day"
 
 
 class Meter(models.Model):

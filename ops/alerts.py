@@ -13,7 +13,6 @@ alerts unnotified, so the next check tries again: told late, never not told.
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import httpx
 from django.conf import settings

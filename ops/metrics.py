@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import re
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings

@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 import stripe
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from epsilon.timewindows import format_rfc3339, parse_rfc3339
+
 from ..models import ReportStatus
 
 # Stripe may or may not have recorded the event: retry, then keep it pending.
@@ -239,18 +241,14 @@ class MeterEventStreamSender(_Sender):
             now = datetime.now(UTC)
             if self._session is None or self._session[1] - SESSION_MARGIN <= now:
                 session = self.client.v2.billing.meter_event_session.create()
-                expires_at = _parse_time(session.expires_at)
+                expires_at = parse_rfc3339(session.expires_at)
                 self._session = (self.stream_client_for(session.authentication_token), expires_at)
             return self._session[0]
 
 
 def stream_event(params: dict) -> dict:
     """A v1 meter event's parameters as a v2 stream event (RFC 3339 timestamp)."""
-    timestamp = datetime.fromtimestamp(params["timestamp"], UTC).isoformat().replace("+00:00", "Z")
+    timestamp = format_rfc3339(datetime.fromtimestamp(params["timestamp"], UTC))
     return {**params, "timestamp": timestamp}
 
 
-def _parse_time(value) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -11,36 +11,11 @@ next period, which starts at 13:00.
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-WINDOWS = {
-    "MINUTE": timedelta(minutes=1),
-    "HOUR": timedelta(hours=1),
-    "DAY": timedelta(days=1),
-}
+from epsilon.timewindows import WINDOWS, floor_to_window, window_of  # noqa: F401 - the periods' window maths
+
 # Stripe accepts meter event timestamps from 35 days ago up to 5 minutes ahead.
 STRIPE_TIMESTAMP_MAX_AGE = timedelta(days=35)
 STRIPE_TIMESTAMP_MAX_AHEAD = timedelta(minutes=5)
-
-
-def window_of(window_size: str) -> timedelta:
-    try:
-        return WINDOWS[window_size.upper()]
-    except KeyError:
-        raise ValueError(
-            f"Unknown window size {window_size!r}: use one of {', '.join(WINDOWS)}"
-        ) from None
-
-
-def floor_to_window(moment: datetime, window_size: str) -> datetime:
-    """The start of the UTC window that contains `moment`."""
-    if moment.utcoffset() is None:
-        raise ValueError(f"{moment!r} has no timezone: billing times must be aware")
-    moment = moment.astimezone(UTC)
-    if window_size.upper() == "DAY":
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if window_size.upper() == "HOUR":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    window_of(window_size)  # rejects unknown sizes
-    return moment.replace(second=0, microsecond=0)
 
 
 @dataclass(frozen=True)

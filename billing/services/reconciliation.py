@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import stripe
-from django.db import transaction
 from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 from djstripe.models import Customer

@@ -19,8 +19,6 @@ The ways, each one rule:
 "auto" resends inside the window and reads the summary after it.
 """
 
-from datetime import timedelta
-
 import stripe
 from django.utils import timezone
 

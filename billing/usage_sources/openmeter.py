@@ -29,14 +29,12 @@ import httpx
 from django.conf import settings
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from epsilon.timewindows import WINDOWS, format_rfc3339, parse_rfc3339
+
 from .base import UsageRequest, UsageSource, UsageSourceError
 
 # Coarsest first: the windowed strategy uses the coarsest window every period is aligned to.
-WINDOW_SIZES: dict[str, timedelta] = {
-    "DAY": timedelta(days=1),
-    "HOUR": timedelta(hours=1),
-    "MINUTE": timedelta(minutes=1),
-}
+WINDOW_SIZES: dict[str, timedelta] = dict(reversed(WINDOWS.items()))
 # OpenMeter caps its subject filters at 100 items (MeterQueryRequest.subject.maxItems).
 MAX_SUBJECTS_PER_QUERY = 100
 # Keeps the query string, and so the URL, well under the usual 8 KB proxy limit.
@@ -125,7 +123,7 @@ class OpenMeterClient:
         window_size: str | None = None,
     ) -> list[MeterQueryRow]:
         """Usage of `subjects` over [start, end), one row per subject (and window, if sized)."""
-        params: list[tuple[str, str]] = [("from", _rfc3339(start)), ("to", _rfc3339(end))]
+        params: list[tuple[str, str]] = [("from", format_rfc3339(start)), ("to", format_rfc3339(end))]
         if window_size:
             params += [("windowSize", window_size), ("windowTimeZone", "UTC")]
         params.append(("groupBy", "subject"))
@@ -321,7 +319,7 @@ def _window_inside(meter_slug: str, row: MeterQueryRow, request: UsageRequest) -
         return True
     if row.window_start < request.end and request.start < row.window_end:
         raise UsageSourceError(
-            f'OpenMeter window {_rfc3339(row.window_start)}..{_rfc3339(row.window_end)} of meter "{meter_slug}" '
+            f'OpenMeter window {format_rfc3339(row.window_start)}..{format_rfc3339(row.window_end)} of meter "{meter_slug}" '
             f'straddles the period of subject "{request.subject}"; windows must align with billing periods.'
         )
     return False
@@ -353,10 +351,6 @@ def _chunked(subjects: list[str], max_count: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _parse_rows(meter_slug: str, response: httpx.Response) -> list[MeterQueryRow]:
     # parse_float/parse_int/parse_constant: every number goes from its JSON text to Decimal.
     try:
@@ -378,14 +372,9 @@ def _parse_row(meter_slug: str, row: dict[str, Any]) -> MeterQueryRow:
         raise UsageSourceError(
             f'OpenMeter returned {value} as the usage of subject "{subject}" on meter "{meter_slug}".'
         )
-    return MeterQueryRow(subject, _parse_time(row["windowStart"]), _parse_time(row["windowEnd"]), value)
+    return MeterQueryRow(subject, parse_rfc3339(row["windowStart"]), parse_rfc3339(row["windowEnd"]), value)
 
 
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    if moment.utcoffset() is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
-    return moment
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
