@@ -20,7 +20,7 @@ from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.admin_selectors import latest_reports
+from billing.admin.selectors import latest_reports
 from billing.conf import conf
 from billing.models import PeriodReconciliation, UsageReport
 

@@ -8,7 +8,8 @@ from unittest import mock
 from django.contrib.auth.models import Permission
 from djstripe.models import Price
 
-from billing import admin_selectors, stripe_api
+from billing import stripe_api
+from billing.admin import selectors as admin_selectors
 from billing.services import reconciliation, stripe_sync, usage_reporting
 
 # Every module that reads the usage source: the engine, reconciliation and the admin pages.

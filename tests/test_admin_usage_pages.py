@@ -10,7 +10,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from djstripe.models import Customer, Subscription
 
-from billing import admin_selectors
+from billing.admin import selectors as admin_selectors
 from billing.services.periods import AlignedPeriod
 from billing.services.schedules import ensure_report_schedule
 from tests.admin_helpers import add_customer, patch_source

@@ -6,7 +6,7 @@ from itertools import count
 
 from django import template
 
-from .. import admin_display
+from ..admin import display as admin_display
 
 register = template.Library()
 

@@ -4,8 +4,8 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.views.generic import TemplateView
 
-from . import admin_selectors
-from .models import UsageReport
+from ..models import UsageReport
+from . import selectors as admin_selectors
 
 Status = UsageReport.Status
 CHART_W, CHART_H, CHART_LEFT, CHART_TOP, CHART_BOTTOM = 720, 160, 36, 8, 28

@@ -19,26 +19,47 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from djstripe.models import Customer
 
-from .errors import OPERATOR_ERRORS, operator_message
-from .models import PeriodReconciliation, ReportDecision, UsageReport
-from .services import reconciliation, stale_reports, usage_reporting
+from ..errors import OPERATOR_ERRORS, operator_message
+from ..models import PeriodReconciliation, ReportDecision, UsageReport
+from ..services import reconciliation, stale_reports, usage_reporting
 
 PERMISSION = "billing.report_usage_now"
 RESOLVE_PERMISSION = "billing.resolve_usage_report"
 
 
-class ReportUsageNowMixin:
+class GuardedActions:
+    """
+    Actions that each need a permission of their own, named in `guarded_actions`
+    (action -> permission) by the mixin that brings them. dj-stripe's read-only admins
+    offer no actions, so these are added after Django's own filtering, each only for a
+    user who has its permission: the one mechanism every billing action uses.
+    """
+
+    guarded_actions: dict[str, str] = {}
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        for name, permission in guarded_actions(type(self)).items():
+            if request.user.has_perm(permission):
+                actions[name] = self.get_action(name)
+        return actions
+
+
+def guarded_actions(cls) -> dict[str, str]:
+    """Every guarded action of an admin class, from each of its mixins."""
+    merged = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("guarded_actions", {}))
+    return merged
+
+
+class ReportUsageNowMixin(GuardedActions):
     """Adds the permission-guarded "Report usage now" action and change-page button."""
+
+    guarded_actions = {"report_usage_now": PERMISSION}
 
     #: "customer_ids" or "subscription_ids": how the selection narrows the run.
     report_usage_scope: str
-
-    def get_actions(self, request):
-        # Added here, after Django filters actions by permission, so check it here too.
-        actions = super().get_actions(request)
-        if self.has_report_usage_permission(request):
-            actions["report_usage_now"] = self.get_action("report_usage_now")
-        return actions
 
     def has_report_usage_permission(self, request):
         return request.user.has_perm(PERMISSION)
@@ -122,17 +143,13 @@ def confirmation_context(modeladmin, request, queryset, title):
 # --- reconciliation ---------------------------------------------------------------
 
 
-class ReconcileMixin:
+class ReconcileMixin(GuardedActions):
     """
     "Reconcile with Stripe" for the customers of a selection: compare the source, the
     ledger and Stripe's summaries, and optionally correct drift, after a confirmation.
     """
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if request.user.has_perm(PERMISSION):
-            actions["reconcile_with_stripe"] = self.get_action("reconcile_with_stripe")
-        return actions
+    guarded_actions = {"reconcile_with_stripe": PERMISSION}
 
     def has_reconcile_permission(self, request):
         return request.user.has_perm(PERMISSION)
@@ -194,18 +211,14 @@ def reconcile_result(modeladmin, request, results, correct):
 # --- the audit: retry failed reports, export CSV -----------------------------------
 
 
-class RetryFailedMixin:
+class RetryFailedMixin(GuardedActions):
     """
     "Retry failed": runs the reporting engine for the failed rows' subscriptions. The
     engine recomputes what Stripe is owed from the source and the ledger; a failed
     row's own value is never resent.
     """
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if request.user.has_perm(PERMISSION):
-            actions["retry_failed"] = self.get_action("retry_failed")
-        return actions
+    guarded_actions = {"retry_failed": PERMISSION}
 
     def has_retry_permission(self, request):
         return request.user.has_perm(PERMISSION)
@@ -236,7 +249,7 @@ class RetryFailedMixin:
         )
 
 
-class SettleInDoubtMixin:
+class SettleInDoubtMixin(GuardedActions):
     """
     "Settle reports in doubt": for pending reports no run is sending (an interrupted
     send), the operator chooses how each is settled (stale_reports: resend, cancel and
@@ -245,11 +258,7 @@ class SettleInDoubtMixin:
     permission; every decision is an audit row under the report.
     """
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if request.user.has_perm(RESOLVE_PERMISSION):
-            actions["settle_in_doubt"] = self.get_action("settle_in_doubt")
-        return actions
+    guarded_actions = {"settle_in_doubt": RESOLVE_PERMISSION}
 
     def has_settle_permission(self, request):
         return request.user.has_perm(RESOLVE_PERMISSION)

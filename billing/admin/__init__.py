@@ -1,3 +1,11 @@
+"""
+The operators' admin, as a package (in the manner of dj-stripe's): the model admins
+here; `actions` (every action that talks to Stripe, guarded by its own permission
+through one mechanism, with its confirmation page), `display` (badges, money, Stripe
+links), `selectors` (what the pages show, read-only), `views` (the billing overview).
+The audit rows are read-only: they are the ledger.
+"""
+
 from django.contrib import admin, messages
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
@@ -11,16 +19,17 @@ from djstripe.admin.admin import SubscriptionAdmin as DjstripeSubscriptionAdmin
 from djstripe.admin.utils import ReadOnlyMixin
 from djstripe.models import Customer, Price, Product, Subscription
 
-from . import admin_selectors, admin_views
-from .admin_actions import (
+from ..models import Meter, PeriodReconciliation, ReportDecision, UsageReport
+from . import selectors as admin_selectors
+from . import views as admin_views
+from .actions import (
     CsvExportMixin,
     ReconcileMixin,
     ReportUsageNowMixin,
     RetryFailedMixin,
     SettleInDoubtMixin,
 )
-from .admin_display import money, status_badge, stripe_link, stripe_url
-from .models import Meter, PeriodReconciliation, ReportDecision, UsageReport
+from .display import money, status_badge, stripe_link, stripe_url
 
 CUSTOMER_FILTER_CHOICES = 100
 ADMIN_CSS = {"all": ["billing/admin.css"]}

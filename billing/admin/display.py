@@ -3,8 +3,8 @@
 from django.conf import settings
 from django.utils.html import format_html
 
-from . import stripe_dashboard
-from .admin_selectors import money
+from .. import stripe_dashboard
+from .selectors import money
 
 __all__ = ["money", "status_badge", "stripe_link", "stripe_url"]
 

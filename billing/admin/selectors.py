@@ -11,21 +11,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from dateutil.relativedelta import relativedelta
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Task
 from djstripe.models import Price, Subscription
 
-from .services import targets as selectors
-from .models import PeriodReconciliation, UsageReport
-from .units import whole_units
-from .services.targets import ReportTarget
-from .services.ledger import SAFE_RESEND_AGE
-from .services.totals import totals_by_meter
-from .services.periods import WINDOWS, AlignedPeriod
-from .services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
-from .usage_sources import UsageRequest, UsageSourceError, get_usage_source
+from ..models import PeriodReconciliation, UsageReport
+from ..services import targets as selectors
+from ..services.ledger import SAFE_RESEND_AGE
+from ..services.periods import WINDOWS, AlignedPeriod
+from ..services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
+from ..services.targets import ReportTarget
+from ..services.totals import totals_by_meter
+from ..units import whole_units
+from ..usage_sources import UsageRequest, UsageSourceError, get_usage_source
 
 Status = UsageReport.Status
 # A chart has at most this many bars: a monthly hourly period is drawn per day.
@@ -349,18 +350,8 @@ def _stepped_back(target: ReportTarget) -> AlignedPeriod | None:
 
 
 def step_back(moment: datetime, interval: str, count: int) -> datetime:
-    """`moment` minus `count` Stripe intervals (day, week, month, year), day clamped."""
-    if interval in ("day", "week"):
-        return moment - timedelta(days=count * (7 if interval == "week" else 1))
-    months = count * (12 if interval == "year" else 1)
-    month_index = moment.year * 12 + moment.month - 1 - months
-    year, month = divmod(month_index, 12)
-    for day in range(moment.day, 27, -1):
-        try:
-            return moment.replace(year=year, month=month + 1, day=day)
-        except ValueError:
-            continue
-    return moment.replace(year=year, month=month + 1, day=min(moment.day, 28))
+    """`moment` minus `count` Stripe intervals (day, week, month, year), the day clamped to the month's end."""
+    return moment - relativedelta(**{f"{interval}s": count})
 
 
 # --- the schedule ---------------------------------------------------------------
