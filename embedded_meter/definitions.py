@@ -50,3 +50,20 @@ def all_meters() -> dict[str, MeterDefinition]:
 def get_meter(slug: str) -> MeterDefinition | None:
     meter = MeterDefinition.objects.filter(slug=slug).first()
     return meter or configured_meters().get(slug)
+
+
+_ORDER_BY = {
+    "key": lambda m: m.slug,
+    "name": lambda m: m.name or m.slug,
+    "aggregation": lambda m: m.aggregation,
+    # Meters of EMBEDDED_METERS have no timestamps: they sort first.
+    "createdAt": lambda m: (m.created_at is not None, m.created_at or 0),
+    "updatedAt": lambda m: (m.updated_at is not None, m.updated_at or 0),
+}
+
+
+def list_meters(*, order_by: str = "key", descending: bool = False, page: int = 1, page_size: int = 100) -> list[MeterDefinition]:
+    """listMeters: every meter, ordered (ties by slug, then reversed for DESC), one page."""
+    meters = sorted(all_meters().values(), key=lambda m: m.slug)
+    meters.sort(key=_ORDER_BY[order_by], reverse=descending)
+    return meters[(page - 1) * page_size : page * page_size]

@@ -27,7 +27,8 @@ class Aggregation(models.TextChoices):
 #: Aggregations whose value property must hold a number (or a numeric string).
 NUMERIC_AGGREGATIONS = {Aggregation.SUM, Aggregation.MAX}
 
-WINDOW_ORDER = {WindowSize.MINUTE: 0, WindowSize.HOUR: 1, WindowSize.DAY: 2}
+#: Finer to coarser; MONTH is a query window only (meters are defined by MINUTE, HOUR or DAY).
+WINDOW_ORDER = {WindowSize.MINUTE: 0, WindowSize.HOUR: 1, WindowSize.DAY: 2, "MONTH": 3}
 
 
 class MeterDefinition(models.Model):

@@ -1,6 +1,12 @@
 """
 Windowed aggregation in SQL, shared by the UsageSource (`totals`) and the
-OpenMeter-compatible query endpoint (`query`).
+OpenMeter-compatible query endpoint (`meter_query`, `query`).
+
+`query` groups by window in SQL, in any IANA zone and by MINUTE, HOUR, DAY or MONTH:
+the key is the zone's truncated wall-clock time (plus the UTC offset for MINUTE and
+HOUR, so the hour repeated when clocks go back stays two windows), turned into exact
+UTC bounds by windows.py, the same helper that checks `from`/`to` alignment. UTC (the
+default, and what billing reads) is the plain UTC truncation it always was.
 
 `totals` answers any number of (subject, [start, end)) requests in one query per
 chunk: requests sharing a period become one `subject IN (...)` branch, branches are
@@ -24,29 +30,22 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from functools import reduce
 from operator import or_
 
 from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, Count, Expression, F, Q
-from django.db.models.functions import TruncDay, TruncHour, TruncMinute
+from django.db.models.functions import Trunc, TruncSecond
 
-from billing.models import WindowSize
 from billing.usage_sources.base import UsageRequest
 
+from . import windows
 from .expressions import DecimalMax, DecimalSum, GroupValue, NumericValue, StringValue
 from .models import WINDOW_ORDER, Aggregation, Event, MeterDefinition
 
 logger = logging.getLogger(__name__)
-
-WINDOW_DELTA = {
-    WindowSize.MINUTE: timedelta(minutes=1),
-    WindowSize.HOUR: timedelta(hours=1),
-    WindowSize.DAY: timedelta(days=1),
-}
-_TRUNC = {WindowSize.MINUTE: TruncMinute, WindowSize.HOUR: TruncHour, WindowSize.DAY: TruncDay}
 
 SQLITE_MAX_BRANCHES = 400  # each OR adds a level to SQLite's parse tree (limit 1000)
 POSTGRES_MAX_BRANCHES = 5000
@@ -64,17 +63,12 @@ class Row:
     group_by: dict = field(default_factory=dict)
 
 
-def floor_window(moment: datetime, window_size: str) -> datetime:
-    moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
-    if window_size in (WindowSize.HOUR, WindowSize.DAY):
-        moment = moment.replace(minute=0)
-    if window_size == WindowSize.DAY:
-        moment = moment.replace(hour=0)
-    return moment
+def floor_window(moment: datetime, window_size: str, zone: tzinfo = UTC) -> datetime:
+    return windows.floor(moment, window_size, zone)
 
 
-def is_aligned(moment: datetime, window_size: str) -> bool:
-    return floor_window(moment, window_size) == moment
+def is_aligned(moment: datetime, window_size: str, zone: tzinfo = UTC) -> bool:
+    return windows.is_aligned(moment, window_size, zone)
 
 
 def finer_than(window_size: str, other: str) -> bool:
@@ -254,28 +248,38 @@ def query(
     subjects: Sequence[str] = (),
     group_by_subject: bool = False,
     group_by: Sequence[str] = (),
+    zone: tzinfo = UTC,
 ) -> list[Row]:
     """
     MeterQueryRows over [start, end): one per window (if window_size) and per subject
-    and group, only where there were events. Windows are UTC; start and end must be
-    aligned to window_size.
+    and group, only where there were events, in window order. Windows are aligned in
+    `zone` (windows.py); start and end must be aligned to window_size there.
     """
     events = _events(meter).filter(type=meter.event_type, time__gte=start, time__lt=end)
     if subjects:
         events = events.filter(subject__in=list(subjects))
-    annotations, fields = {}, []
+    annotations, fields, order = {}, [], []
     if window_size:
-        annotations["window"] = _TRUNC[window_size]("time", tzinfo=UTC)
+        # The zone's truncated wall-clock time, and (windows.needs_offset) the UTC offset,
+        # which tells the two occurrences of a repeated hour apart.
+        annotations["window"] = Trunc("time", windows.TRUNC_KIND[window_size], tzinfo=zone)
         fields.append("window")
+        order.append("window")
+        if windows.needs_offset(window_size, zone):
+            annotations["window_offset"] = TruncSecond("time", tzinfo=zone) - TruncSecond("time", tzinfo=UTC)
+            fields.append("window_offset")
+            order.append(F("window_offset").desc())  # the larger offset is the earlier hour
     if group_by_subject:
         fields.append("subject")
+        order.append("subject")
     group_keys = meter.group_by_keys
     for key in group_by:
         annotations[f"group_{key}"] = GroupValue(group_keys[key])
         fields.append(f"group_{key}")
+        order.append(f"group_{key}")
     aggregates = _aggregates(meter)
     if fields:
-        rows = list(events.annotate(**annotations).values(*fields).annotate(**aggregates).order_by(*fields))
+        rows = list(events.annotate(**annotations).values(*fields).annotate(**aggregates).order_by(*order))
     else:
         row = events.aggregate(**aggregates, count=Count("pk"))
         rows = [row] if row["count"] else []
@@ -283,15 +287,71 @@ def query(
     result = []
     for row in rows:
         skipped.add(row)
-        window_start = row["window"].astimezone(UTC) if window_size else start
+        if window_size:
+            window_start, window_end = windows.from_key(
+                row["window"].replace(tzinfo=None), window_size, zone, row.get("window_offset")
+            )
+        else:
+            window_start, window_end = start, end
         result.append(
             Row(
                 value=to_decimal(row["value"]),
                 window_start=window_start,
-                window_end=window_start + WINDOW_DELTA[window_size] if window_size else end,
+                window_end=window_end,
                 subject=row["subject"] if group_by_subject else None,
                 group_by={key: row[f"group_{key}"] for key in group_by},
             )
         )
     skipped.report()
     return result
+
+
+@dataclass(frozen=True)
+class MeterQuery:
+    """A validated queryMeter / queryMeterPost request (forms.MeterQueryForm)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    window_size: str | None = None
+    zone: tzinfo = UTC
+    subjects: tuple[str, ...] = ()
+    group_by_subject: bool = False
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A MeterQueryResult: `start` is None when there is no event to start from."""
+
+    start: datetime | None
+    end: datetime
+    window_size: str | None
+    rows: list[Row]
+
+
+def meter_query(meter: MeterDefinition, q: MeterQuery, now: datetime) -> QueryResult:
+    """
+    OpenMeter's defaults: `to` is now (rounded up to a window end when windowed), `from`
+    the window of the first matching event ("the beginning of time").
+    """
+    window = q.window_size
+    end = q.end or now
+    if window:
+        end = windows.ceil(end, window, q.zone)
+    start = q.start
+    if start is None:
+        first = first_event_time(meter, q.subjects)
+        if first is None:
+            return QueryResult(None, end, window, [])
+        start = windows.floor(first, window or meter.window_size, q.zone)
+    rows = query(
+        meter,
+        start=start,
+        end=end,
+        window_size=window,
+        subjects=q.subjects,
+        group_by_subject=q.group_by_subject,
+        group_by=q.group_by,
+        zone=q.zone,
+    )
+    return QueryResult(start, end, window, rows)

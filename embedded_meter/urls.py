@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
@@ -10,4 +10,6 @@ urlpatterns = [
     path("meters", views.meters, name="meters"),
     path("meters/<str:slug>", views.meter_detail, name="meter"),
     path("meters/<str:slug>/query", views.meter_query, name="meter-query"),
+    # Anything else under /api/v1/ is a problem+json 404, not Django's HTML page.
+    re_path(r"^(?P<rest>.*)$", views.not_found, name="not-found"),
 ]

@@ -1,7 +1,8 @@
 """
-CloudEvents 1.0 (JSON format) validation for ingest, plus the meter checks OpenMeter
-would otherwise only report after the fact: an event whose type a meter counts must
-carry that meter's value property, so usage can never be dropped silently.
+CloudEvents 1.0 (JSON format) validation for ingest, as OpenMeter's `Event` schema
+states it (`source` a URI-reference, `dataschema` a URI, RFC 3986), plus the meter checks
+OpenMeter would otherwise only report after the fact: an event whose type a meter counts
+must carry that meter's value property, so usage can never be dropped silently.
 """
 
 import math
@@ -21,6 +22,12 @@ MAX_NUMERIC_STRING_LENGTH = 100
 # the same in Python, SQLite's REGEXP (Python) and PostgreSQL: no trailing newline.
 NUMERIC_PATTERN = r"\A[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\Z"
 _NUMERIC = re.compile(NUMERIC_PATTERN)
+
+# RFC 3986, as characters: unreserved, sub-delims, ":", "@", "/", "?", "[", "]" and
+# percent-encodings, then at most one "#" fragment. A URI also starts with a scheme.
+_URI_CHARS = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?\[\]]|%[0-9A-Fa-f]{2})*"
+URI_REFERENCE = re.compile(rf"{_URI_CHARS}(?:#{_URI_CHARS})?")
+URI = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*:{_URI_CHARS}(?:#{_URI_CHARS})?")
 
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
@@ -81,7 +88,7 @@ def numeric_text(value) -> str | None:
     return None
 
 
-def _short(value) -> str:
+def short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -101,12 +108,12 @@ def _check_meter(meter: MeterDefinition, data: dict | None) -> tuple[str, str] |
         if value is jsonpath.MISSING:
             return _data_field(keys), f"value property {meter.value_property} is missing; {what} needs a number there"
         if numeric_text(value) is None:
-            return _data_field(keys), f"value property {meter.value_property} must be a number or numeric string for {what}, got {_short(value)}"
+            return _data_field(keys), f"value property {meter.value_property} must be a number or numeric string for {what}, got {short(value)}"
     elif meter.aggregation == Aggregation.UNIQUE_COUNT:
         if value is jsonpath.MISSING:
             return _data_field(keys), f"value property {meter.value_property} is missing; {what} needs a string there"
         if not isinstance(value, str):
-            return _data_field(keys), f"value property {meter.value_property} must be a string for {what}, got {_short(value)}"
+            return _data_field(keys), f"value property {meter.value_property} must be a string for {what}, got {short(value)}"
     return None
 
 
@@ -121,35 +128,40 @@ def validate_event(
     if "specversion" not in raw:
         return error("specversion", "is required (CloudEvents 1.0)")
     if raw["specversion"] != "1.0":
-        return error("specversion", f"must be \"1.0\", got {_short(raw['specversion'])}")
+        return error("specversion", f"must be \"1.0\", got {short(raw['specversion'])}")
     attributes = {}
     for name in ("id", "source", "type", "subject"):
         value = raw.get(name)
         if value is None:
             return error(name, "is required")
         if not isinstance(value, str) or not value:
-            return error(name, f"must be a non-empty string, got {_short(value)}")
+            return error(name, f"must be a non-empty string, got {short(value)}")
         if len(value) > MAX_ATTRIBUTE_LENGTH:
             return error(name, f"must be at most {MAX_ATTRIBUTE_LENGTH} characters")
         attributes[name] = value
+    if not URI_REFERENCE.fullmatch(attributes["source"]):
+        return error("source", f"must be a URI-reference (RFC 3986), got {short(attributes['source'])}")
 
     time = now
     if raw.get("time") is not None:
         try:
             time = parse_rfc3339(raw["time"])
         except ValueError as exc:
-            return error("time", f"{exc}, got {_short(raw['time'])}")
+            return error("time", f"{exc}, got {short(raw['time'])}")
 
     content_type = raw.get("datacontenttype")
     if content_type is not None and (
         not isinstance(content_type, str) or content_type.split(";")[0].strip().lower() != "application/json"
     ):
-        return error("datacontenttype", f"must be application/json, got {_short(content_type)}")
+        return error("datacontenttype", f"must be application/json, got {short(content_type)}")
+    schema = raw.get("dataschema")
+    if schema is not None and not (isinstance(schema, str) and URI.fullmatch(schema)):
+        return error("dataschema", f"must be an absolute URI (RFC 3986) such as https://example.com/schema.json, got {short(schema)}")
     if raw.get("data_base64") is not None:
         return error("data_base64", "binary data is not supported; send data as a JSON object")
     data = raw.get("data")
     if data is not None and not isinstance(data, dict):
-        return error("data", f"must be a JSON object, got {type(data).__name__} {_short(data)}")
+        return error("data", f"must be a JSON object, got {type(data).__name__} {short(data)}")
 
     for meter in meters_by_type.get(attributes["type"], ()):
         problem = _check_meter(meter, data)

@@ -91,8 +91,9 @@ def test_meters_are_listed_in_openmeters_shape(api, usage):
 @pytest.mark.parametrize(
     "params, fragment",
     [
-        ({"windowTimeZone": "Europe/Berlin"}, "windowTimeZone"),
-        ({"windowSize": "MONTH"}, "windowSize"),
+        ({"windowTimeZone": "Mars/Olympus_Mons"}, "windowTimeZone"),
+        ({"windowTimeZone": ""}, "windowTimeZone"),
+        ({"windowSize": "WEEK"}, "windowSize"),
         ({"windowSize": "MINUTE"}, "windowSize"),  # finer than the meter's HOUR
         ({"windowSize": "HOUR", "from": "2026-11-02T00:30:00Z"}, "from"),
         ({"from": "yesterday"}, "from"),
