@@ -301,7 +301,7 @@ def ms(seconds: float) -> float:
 
 def measure_totals(args, workload: Workload) -> dict:
     from billing.usage_sources.base import UsageRequest
-    from embedded_meter.source import EmbeddedUsageSource
+    from billing.usage_sources.embedded import EmbeddedUsageSource
 
     source = EmbeddedUsageSource()
     subjects = [subject_name(i) for i in range(args.subjects)]

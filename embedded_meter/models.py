@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import WindowSize
+from epsilon.timewindows import WindowSize
 
 from . import jsonpath
 

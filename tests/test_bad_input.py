@@ -10,7 +10,7 @@ import respx
 from billing.models import Meter, UsageReport
 from billing.usage_sources.openmeter import OpenMeterClient, OpenMeterUsageSource
 from embedded_meter import services as meter_services
-from embedded_meter.source import EmbeddedUsageSource
+from billing.usage_sources.embedded import EmbeddedUsageSource
 from tests.factories import execution
 
 pytestmark = pytest.mark.django_db

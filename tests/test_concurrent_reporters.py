@@ -23,7 +23,7 @@ from billing.models import UsageReport
 from billing.services import stripe_setup, stripe_sync
 from billing.usage_sources import UsageRequest
 from embedded_meter import services as meter_services
-from embedded_meter.source import EmbeddedUsageSource
+from billing.usage_sources.embedded import EmbeddedUsageSource
 from tests.factories import execution
 
 ROOT = Path(__file__).resolve().parent.parent

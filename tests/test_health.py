@@ -16,7 +16,7 @@ from django_q.models import Schedule
 
 from billing.services.schedules import SCHEDULE_NAME, ensure_report_schedule
 from billing.usage_sources import UsageSourceError
-from embedded_meter.source import EmbeddedUsageSource
+from billing.usage_sources.embedded import EmbeddedUsageSource
 from ops import health
 
 SECRET = "sk_test_51HealthProbeSecretMustNeverLeak0000"

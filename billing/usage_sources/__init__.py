@@ -8,7 +8,7 @@ from .base import UsageRequest, UsageSource, UsageSourceError
 __all__ = ["UsageRequest", "UsageSource", "UsageSourceError", "get_usage_source"]
 
 SOURCES = {
-    "embedded": "embedded_meter.source.EmbeddedUsageSource",
+    "embedded": "billing.usage_sources.embedded.EmbeddedUsageSource",
     "openmeter": "billing.usage_sources.openmeter.OpenMeterUsageSource",
 }
 

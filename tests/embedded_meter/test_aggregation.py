@@ -7,7 +7,7 @@ import pytest
 from billing.usage_sources import UsageRequest, UsageSourceError, get_usage_source
 from embedded_meter import selectors, services
 from embedded_meter.models import Event
-from embedded_meter.source import EmbeddedUsageSource
+from billing.usage_sources.embedded import EmbeddedUsageSource
 
 from .conftest import cloudevent, make_meter
 

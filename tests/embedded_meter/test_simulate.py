@@ -8,7 +8,7 @@ from djstripe.models import Customer, Subscription
 from billing.usage_sources import UsageRequest
 from embedded_meter import simulate
 from embedded_meter.models import Event
-from embedded_meter.source import EmbeddedUsageSource
+from billing.usage_sources.embedded import EmbeddedUsageSource
 
 pytestmark = pytest.mark.django_db
 

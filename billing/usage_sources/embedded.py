@@ -1,15 +1,15 @@
-"""The embedded meter as the billing engine's UsageSource."""
+"""The embedded meter (the embedded_meter app) as the billing engine's UsageSource, beside OpenMeter's."""
 
 from collections.abc import Sequence
 from decimal import Decimal
 
 from django.db import DatabaseError
 
-from billing.models import WindowSize
-from billing.usage_sources.base import UsageRequest, UsageSource, UsageSourceError
+from embedded_meter import definitions, selectors
+from embedded_meter.models import Event, MeterDefinition
+from epsilon.timewindows import WindowSize
 
-from . import definitions, selectors
-from .models import Event, MeterDefinition
+from .base import UsageRequest, UsageSource, UsageSourceError
 
 
 class EmbeddedUsageSource(UsageSource):
