@@ -100,3 +100,12 @@ def test_staff_without_permission_cannot_see_the_audit(client, django_user_model
     user = django_user_model.objects.create_user("clerk", password="pw-12345-long", is_staff=True)
     client.force_login(user)
     assert client.get(CHANGELIST).status_code == 403
+
+
+def test_every_admin_page_says_when_it_talks_to_the_emulator(admin_client, settings):
+    settings.STRIPE_API_BASE = "http://127.0.0.1:12111"
+    for page in ("/admin/", "/admin/billing/usagereport/"):
+        html = admin_client.get(page).content.decode()
+        assert "Stripe emulator: this app talks to the local emulator at <code>http://127.0.0.1:12111</code>" in html
+    settings.STRIPE_API_BASE = "https://api.stripe.com"
+    assert "Stripe emulator" not in admin_client.get("/admin/").content.decode()
