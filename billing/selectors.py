@@ -23,3 +23,8 @@ def sent_total(target: ReportTarget) -> Decimal:
     return rows_of(target).filter(UsageReport.COUNTS_TOWARD_TOTAL).aggregate(
         total=Sum("value_sent")
     )["total"] or Decimal(0)
+
+
+def in_flight_report(target: ReportTarget) -> UsageReport | None:
+    """The period's report awaiting Stripe's answer, if one is."""
+    return rows_of(target).filter(status=UsageReport.Status.PENDING).first()

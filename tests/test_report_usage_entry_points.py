@@ -147,3 +147,25 @@ def test_admin_action_shows_failures(admin_client, billing, recorded_source):
     text = [str(m) for m in response.context["messages"]]
     assert text[0].startswith("Usage reported. 1 report(s): 1 failed")
     assert "OpenMeter answered 503" in text[1]
+
+
+def test_report_now_on_a_period_awaiting_stripes_answer_warns_and_says_until_when(
+    client, django_user_model, billing, recorded_source, settings
+):
+    settings.EPSILON = {**settings.EPSILON, "STRIPE_MAX_ATTEMPTS": 1, "PENDING_LEASE_SECONDS": 300}
+    billing.source.add(billing.customer_id, billing.hour0 + HOUR, 6)
+    billing.emulator.set_faults(rate_500=1.0, paths=["/v1/billing/meter_events"])
+    billing.run(as_of=billing.hour0 + 2 * HOUR)  # the answer was a 500: the report is in doubt, its lease running
+    billing.emulator.set_faults(rate_500=0.0)
+    pending = UsageReport.objects.get(status="pending")
+    client.force_login(staff_user(django_user_model, may_report=True))
+
+    done = client.post(changelist("customer"), action_post(Customer.objects.get().pk, post="yes"), follow=True)
+
+    messages = list(done.context["messages"])
+    assert [m.level_tag for m in messages] == ["warning", "warning"]
+    assert str(messages[0]) == "Usage reported. 1 report(s): 1 in-flight; +0 unit(s) sent to Stripe."
+    resend_at = (pending.updated + timedelta(seconds=300)).strftime("%H:%M")
+    assert f"report {pending.identifier} (6 unit(s)) is awaiting Stripe's answer" in str(messages[1])
+    assert f"resent with the same identifier from {resend_at} UTC" in str(messages[1])
+    assert billing.stripe_total() == 0

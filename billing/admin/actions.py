@@ -19,6 +19,8 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from djstripe.models import Customer
 
+from .. import selectors
+from ..conf import conf
 from ..errors import OPERATOR_ERRORS, operator_message
 from ..models import PeriodReconciliation, ReportDecision, UsageReport
 from ..services import reconciliation, stale_reports, usage_reporting
@@ -118,7 +120,8 @@ def report_result(modeladmin, request, result, *, empty_message=None):
             messages.WARNING,
         )
         return
-    level = messages.ERROR if result.failed else messages.SUCCESS
+    waiting = [o for o in result.outcomes if o.status == usage_reporting.IN_FLIGHT]
+    level = messages.ERROR if result.failed else messages.WARNING if waiting else messages.SUCCESS
     modeladmin.message_user(request, f"Usage reported. {result.summary()}", level)
     for outcome in result.failed:
         modeladmin.message_user(
@@ -126,6 +129,22 @@ def report_result(modeladmin, request, result, *, empty_message=None):
             f"{outcome.target.customer_id} / {outcome.target.price_id}: {outcome.error}",
             messages.ERROR,
         )
+    for outcome in waiting:
+        modeladmin.message_user(request, awaiting_message(outcome), messages.WARNING)
+
+
+def awaiting_message(outcome) -> str:
+    """What an operator reads for a period whose earlier report still awaits Stripe's answer."""
+    pending = selectors.in_flight_report(outcome.target)
+    where = f"{outcome.target.customer_id} / {outcome.target.price_id}"
+    if pending is None:  # settled meanwhile
+        return f"{where}: an earlier report of this period was being sent; it has settled since: report again to send new usage."
+    resend_at = pending.updated + conf.pending_lease
+    return (
+        f"{where}: report {pending.identifier} ({pending.value_sent.normalize():f} unit(s)) is awaiting Stripe's answer "
+        f"(sent {pending.updated:%H:%M} UTC). Nothing new is sent for this period until it settles; if no answer comes, "
+        f"it is resent with the same identifier from {resend_at:%H:%M} UTC, and this period's new usage goes with the run after."
+    )
 
 
 def confirmation_context(modeladmin, request, queryset, title):
