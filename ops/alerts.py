@@ -23,6 +23,7 @@ from django.utils import timezone
 from billing.admin.selectors import latest_reports
 from billing.conf import conf
 from billing.models import PeriodReconciliation, UsageReport
+from billing.services import ledger
 
 from .health import redacted
 from .models import Alert
@@ -51,8 +52,7 @@ def current_problems(now=None) -> dict[str, tuple[str, str]]:
         problems[f"failed:{r.customer_id}:{r.meter_id}:{r.billing_start:%Y%m%dT%H%M%SZ}"] = (
             Kind.FAILED, f"{r.customer_id}, period from {r.billing_start:%Y-%m-%d %H:%M} UTC: {r.error}",
         )
-    lease = conf.pending_lease
-    for r in UsageReport.objects.filter(status=UsageReport.Status.PENDING, updated__lt=now - lease).order_by("created"):
+    for r in ledger.past_lease(lease=conf.pending_lease, now=now).order_by("created"):
         problems[f"stale:{r.identifier}"] = (
             Kind.STALE, f"{r.customer_id}: report {r.identifier} ({r.value_sent.normalize():f} unit(s)) has waited for "
             f"Stripe's answer since {r.created:%Y-%m-%d %H:%M} UTC: {r.error or 'no run is sending it'}",

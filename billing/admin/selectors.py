@@ -18,10 +18,12 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule, Task
 from djstripe.models import Price, Subscription
 
+from epsilon.timewindows import WINDOWS
+
 from ..models import PeriodReconciliation, UsageReport
 from ..services import targets as selectors
 from ..services.ledger import SAFE_RESEND_AGE
-from ..services.periods import WINDOWS, AlignedPeriod
+from ..services.periods import AlignedPeriod
 from ..services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
 from ..services.targets import ReportTarget
 from ..services.totals import totals_by_meter

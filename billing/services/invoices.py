@@ -63,13 +63,13 @@ def account_unbilled(keys) -> None:
     row of a period changes what Stripe's meter holds (sent, decided, rejected).
     """
     billed = invoiced_units_by_period(set(keys))
-    for key in sorted(billed, key=lambda k: (k[1], k[0], k[2])):  # ledger.lock_order
+    for key in sorted(billed, key=ledger.lock_order):
         ledger.account_unbilled(key, billed[key])
 
 
 def account_rows(rows) -> None:
     """account_unbilled for the periods of these ledger rows."""
-    account_unbilled({(row.meter_id, row.customer_id, row.billing_start) for row in rows})
+    account_unbilled({ledger.key_of(row) for row in rows})
 
 
 def invoiced_units_by_period(keys) -> dict[tuple, Decimal]:

@@ -57,6 +57,8 @@ SETTLED_COUNTED = (Status.SENT, Status.SKIPPED, Status.CARRIED)
 def is_counted(row: UsageReport) -> bool:
     """A settled row whose usage total is part of the period's running total."""
     return row.status in SETTLED_COUNTED and (row.trigger != UsageReport.Trigger.RECONCILE or row.status == Status.CARRIED)
+
+
 IN_FLIGHT_MESSAGE = "another report of this period is in flight; it will be settled first"
 
 
@@ -64,11 +66,19 @@ class InFlight(BillingError):
     """Another report of the period is pending: this run sends nothing for it."""
 
 
-
-
 def rows_of(target: targets.ReportTarget):
-    meter_id, customer_id, billing_start = target.key
+    return period_rows(target.key)
+
+
+def period_rows(key: tuple):
+    """The rows of one ledger period, known by (meter, customer, billing start)."""
+    meter_id, customer_id, billing_start = key
     return UsageReport.objects.filter(meter_id=meter_id, customer_id=customer_id, billing_start=billing_start)
+
+
+def key_of(row: UsageReport) -> tuple:
+    """A row's ledger period: (meter, customer, billing start)."""
+    return (row.meter_id, row.customer_id, row.billing_start)
 
 
 def carry_into(target: targets.ReportTarget) -> Decimal:
@@ -281,12 +291,8 @@ def account_unbilled(key: tuple, invoiced: Decimal) -> Decimal | None:
     period may have sent it: taking it back would send a negative event).
     Idempotent; None while a row of the period is in flight (its settlement calls again).
     """
-    meter_id, customer_id, billing_start = key
     with transaction.atomic():
-        rows = list(
-            UsageReport.objects.filter(meter_id=meter_id, customer_id=customer_id, billing_start=billing_start)
-            .select_for_update().order_by("sequence")
-        )
+        rows = list(period_rows(key).select_for_update().order_by("sequence"))
         if any(row.status == Status.PENDING for row in rows):
             return None
         sent = [row for row in rows if row.counts_toward_total]  # what reconciliation's ledger_units holds
@@ -324,12 +330,13 @@ def meter_event_identifier(target: targets.ReportTarget, sequence: int) -> str:
 
 def lock_order(row) -> tuple:
     """
-    Every transaction locks ledger rows in this order (targets and rows alike), so
-    concurrent runs wait for each other instead of deadlocking.
+    Every transaction locks ledger rows in this order (targets, rows and period keys
+    alike), so concurrent runs wait for each other instead of deadlocking.
     """
     if isinstance(row, targets.ReportTarget):
         return (row.customer_id, row.meter.id, row.period.billing_start)
-    return (row.customer_id, row.meter_id, row.billing_start)
+    meter_id, customer_id, billing_start = row if isinstance(row, tuple) else key_of(row)
+    return (customer_id, meter_id, billing_start)
 
 
 def settle(results: dict, reports: list[UsageReport]) -> None:
@@ -390,6 +397,12 @@ class LeaseKeeper:
         return UsageReport.objects.filter(pk__in=self.report_ids, status=Status.PENDING).update(updated=timezone.now())
 
 
+def past_lease(*, lease: timedelta, customer_ids=None, now=None):
+    """Pending rows no run is sending: their lease ran out (a dead run's, or in doubt)."""
+    rows = UsageReport.objects.filter(status=Status.PENDING, updated__lt=(now or timezone.now()) - lease)
+    return rows if customer_ids is None else rows.filter(customer_id__in=customer_ids)
+
+
 def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageReport], list[UsageReport]]:
     """
     Pending rows whose run died (or whose outcome was uncertain) and whose lease ran out,
@@ -397,9 +410,7 @@ def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageRep
     together: (to resend, too old to resend blindly).
     """
     now = timezone.now()
-    orphans = UsageReport.objects.filter(status=Status.PENDING, updated__lt=now - lease)
-    if customer_ids is not None:
-        orphans = orphans.filter(customer_id__in=customer_ids)
+    orphans = past_lease(lease=lease, customer_ids=customer_ids, now=now)
     claimed = []
     for report in orphans.select_related("meter"):
         if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
@@ -434,10 +445,9 @@ def decide(report: UsageReport, *, status: str, note: str) -> UsageReport:
 
 def stripe_units_of_sent(report: UsageReport) -> Decimal:
     """What the other sent rows of the row's period put in Stripe's meter."""
-    return UsageReport.objects.filter(
-        meter_id=report.meter_id, customer_id=report.customer_id, billing_start=report.billing_start,
-        status=Status.SENT,
-    ).exclude(pk=report.pk).aggregate(total=Sum("value_sent", default=Decimal(0)))["total"]
+    return period_rows(key_of(report)).filter(status=Status.SENT).exclude(pk=report.pk).aggregate(
+        total=Sum("value_sent", default=Decimal(0))
+    )["total"]
 
 
 def judge_by_summary(report: UsageReport, stripe_units: Decimal) -> str:

@@ -11,7 +11,7 @@ next period, which starts at 13:00.
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from epsilon.timewindows import WINDOWS, floor_to_window, window_of  # noqa: F401 - the periods' window maths
+from epsilon.timewindows import floor_to_window
 
 # Stripe accepts meter event timestamps from 35 days ago up to 5 minutes ahead.
 STRIPE_TIMESTAMP_MAX_AGE = timedelta(days=35)

@@ -36,11 +36,7 @@ AUTO = "auto"
 
 def in_doubt(*, customer_ids=None):
     """Pending rows no run is sending: their lease ran out."""
-    lease = conf.pending_lease
-    rows = UsageReport.objects.filter(status=Status.PENDING, updated__lt=timezone.now() - lease)
-    if customer_ids is not None:
-        rows = rows.filter(customer_id__in=customer_ids)
-    return rows.select_related("meter").order_by("created", "id")
+    return ledger.past_lease(lease=conf.pending_lease, customer_ids=customer_ids).select_related("meter").order_by("created", "id")
 
 
 def within_dedupe_window(report: UsageReport, now=None) -> bool:
