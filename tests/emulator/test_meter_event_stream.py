@@ -130,8 +130,11 @@ def test_malformed_requests_are_400(stripe_emulator, session, customer):
 
 
 def test_the_token_expires_after_15_minutes_of_the_emulator_clock(
-        stripe_emulator, stream, meter, customer):
+        stripe_emulator, meter, customer):
+    # The session is made on the frozen clock: made before it (by a fixture, then the
+    # meter and customer fixtures), real seconds would pass and it could expire early.
     stripe_emulator.freeze_time()
+    stream = stripe_emulator.stream_client(max_network_retries=0)
     stripe_emulator.advance_time(15 * 60 - 1)
     stream.v2.billing.meter_event_stream.create({"events": [ev(customer.id, "e1")]})
     stripe_emulator.advance_time(1)
