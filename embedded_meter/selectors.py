@@ -39,7 +39,7 @@ from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, Count, Expression, F, Q
 from django.db.models.functions import Trunc, TruncSecond
 
-from billing.usage_sources.base import UsageRequest
+from epsilon.usage import UsageRequest
 
 from . import windows
 from .expressions import DecimalMax, DecimalSum, GroupValue, NumericValue, StringValue

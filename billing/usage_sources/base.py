@@ -8,30 +8,17 @@ never one request per customer.
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
+from epsilon.usage import UsageRequest
+
 from ..errors import BillingError
+
+__all__ = ["UsageRequest", "UsageSource", "UsageSourceError"]
 
 
 class UsageSourceError(BillingError):
     """The source could not answer; the message is shown to operators as is."""
-
-
-@dataclass(frozen=True)
-class UsageRequest:
-    """Usage of one subject over [start, end): both UTC and aligned to the meter's window."""
-
-    subject: str
-    start: datetime
-    end: datetime
-
-    def __post_init__(self):
-        if self.start.utcoffset() is None or self.end.utcoffset() is None:
-            raise ValueError("usage periods must be timezone-aware")
-        if self.end < self.start:
-            raise ValueError(f"usage period ends before it starts: {self.start} > {self.end}")
 
 
 class UsageSource(ABC):
