@@ -132,8 +132,8 @@ def test_list_views_read_the_source_once_per_meter_for_the_whole_page(admin_clie
     html = response.content.decode()
 
     assert billing.source.queries == [("m1", 4)]  # one call, four customers
-    assert "10 used · 0 at Stripe · ≈ $1.00" in html
-    assert "40 used · 0 at Stripe · ≈ $4.00" in html
+    assert "<b>10 units</b> <small>+10 not at Stripe yet</small>" in html and "$1.00" in html
+    assert "<b>40 units</b> <small>+40 not at Stripe yet</small>" in html and "$4.00" in html
 
     billing.source.queries.clear()
     admin_client.get(reverse("admin:djstripe_subscription_changelist"))

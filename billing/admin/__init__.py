@@ -29,7 +29,7 @@ from .actions import (
     RetryFailedMixin,
     SettleInDoubtMixin,
 )
-from .display import money, status_badge, stripe_link, stripe_url
+from .display import UNIT_HELP, money, signed, status_badge, stripe_link, stripe_url, units
 
 CUSTOMER_FILTER_CHOICES = 100
 ADMIN_CSS = {"all": ["billing/admin.css"]}
@@ -137,10 +137,8 @@ class ReportDecisionInline(admin.TabularInline):
 class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin, CsvExportMixin, admin.ModelAdmin):
     """The audit of every usage report: read-only, it is the billing ledger."""
 
-    list_display = [
-        "created", "customer_display", "meter", "period_display", "usage_until", "sequence",
-        "usage_total", "value_sent", "status_display", "trigger", "attempts",
-    ]
+    # What an operator reads first, inside a 1400 px window: the rest is on the row's page.
+    list_display = ["created", "customer_display", "period_display", "value_display", "status_display", "trigger"]
     list_filter = [
         "status", "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
         LedgerCustomerFilter, "period_start", "livemode",
@@ -190,9 +188,15 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
 
     @admin.display(description="Customer", ordering="customer_id")
     def customer_display(self, report):
-        customer = _mirrored(report, "customer")
-        label = f"{report.customer_id} ({customer.email})" if customer and customer.email else None
-        return stripe_link(report.customer_id, report.livemode, label)
+        return customer_cell(report.customer_id, _mirrored(report, "customer"), report.livemode)
+
+    @admin.display(description="Sent (units)", ordering="value_sent")
+    def value_display(self, report):
+        return format_html(
+            '<span class="epsilon-number" title="{} of {} counted up to {} UTC; {}">{}</span>',
+            signed(report.value_sent), units(report.usage_total), f"{report.usage_until:%Y-%m-%d %H:%M}", UNIT_HELP,
+            signed(report.value_sent),
+        )
 
     @admin.display(description="Customer")
     def customer_link(self, report):
@@ -210,9 +214,9 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
     def meter_link(self, report):
         return stripe_link(report.meter_id, report.livemode, str(report.meter))
 
-    @admin.display(description="Period", ordering="period_start")
+    @admin.display(description="Period (UTC)", ordering="period_start")
     def period_display(self, report):
-        return f"{report.period_start:%Y-%m-%d %H:%M} → {report.period_end:%Y-%m-%d %H:%M}"
+        return period_cell(report.period_start, report.period_end)
 
 
 @admin.register(PeriodReconciliation)
@@ -265,6 +269,22 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
             return "-"
         url = reverse("admin:billing_usagereport_change", args=[result.correction_id])
         return format_html('<a href="{}">report #{}</a>', url, result.correction_id)
+
+
+def customer_cell(customer_id: str, customer, livemode):
+    """A customer as an operator knows it: name and email, with its Stripe id linked."""
+    name = (customer.name or customer.email or "") if customer else ""
+    email = customer.email if customer and customer.name else ""
+    return format_html(
+        '<span class="epsilon-who"><b>{}</b> <small>{}</small><br><small>{}</small></span>',
+        name or customer_id, email, stripe_link(customer_id, livemode),
+    )
+
+
+def period_cell(start, end):
+    """A period on one line: the year once when both ends share it."""
+    end_format = "%m-%d %H:%M" if start.year == end.year else "%Y-%m-%d %H:%M"
+    return format_html('<span class="epsilon-period">{} → {}</span>', f"{start:%Y-%m-%d %H:%M}", end.strftime(end_format))
 
 
 def _mirrored(report, field_name):
@@ -325,12 +345,29 @@ class UsageColumnsMixin(StripeLinkMixin):
                 messages.warning(request, f"Usage this period is not shown: {error}")
         return changelist
 
+    #: The name column first, then usage, estimate and state; then these of dj-stripe's.
+    name_column: str
+    trailing_columns: tuple = ("id", "created")
+
+    def get_list_display(self, request):
+        # dj-stripe's owner account, subscriber, currency and payment method columns
+        # are not what an operator looks for here: usage, estimate, state, then ids.
+        return [
+            self.name_column, "usage_this_period", "estimate_this_period", "report_state",
+            *self.trailing_columns, "stripe_dashboard_link",
+        ]
+
     @admin.display(description="Usage this period")
     def usage_this_period(self, obj):
-        usages = getattr(obj, "epsilon_usages", None)
-        if not usages:
-            return "-"
-        return format_html_join(mark_safe("<br>"), "{}", ((_usage_cell(u),) for u in usages))
+        return _per_item(obj, _usage_cell)
+
+    @admin.display(description="Estimate")
+    def estimate_this_period(self, obj):
+        return _per_item(obj, lambda u: money(u.estimate_cents, u.currency))
+
+    @admin.display(description="Latest report")
+    def report_state(self, obj):
+        return _per_item(obj, _state_cell)
 
     def billing_context(self, request, obj):
         context = super().billing_context(request, obj)
@@ -349,22 +386,30 @@ class UsageColumnsMixin(StripeLinkMixin):
         }
 
 
+def _per_item(obj, cell):
+    """One line per metered item of a customer or subscription on the list."""
+    usages = getattr(obj, "epsilon_usages", None)
+    if not usages:
+        return "-"
+    return format_html_join(mark_safe("<br>"), "{}", ((cell(u),) for u in usages))
+
+
 def _usage_cell(usage):
     if usage.error:
         return format_html('<span class="epsilon-error" title="{}">⚠ usage unknown</span>', usage.error)
-    badge = ""
-    if usage.problem:
-        status = usage.ledger.last_report.status
-        badge = status_badge(status, usage.ledger.last_report.get_status_display(), usage.problem)
+    unsent = usage.unsent_units
     return format_html(
-        '<span class="epsilon-cell-usage">{} used · {} at Stripe · ≈ {} {}</span>',
-        _whole(usage.used_units), _whole(usage.ledger.sent_units),
-        money(usage.estimate_cents, usage.currency), badge,
+        '<span class="epsilon-cell-usage" title="{}"><b>{}</b> <small>{}</small></span>',
+        UNIT_HELP, units(usage.used_units),
+        f"{signed(unsent)} not at Stripe yet" if unsent else "all at Stripe",
     )
 
 
-def _whole(value):
-    return "-" if value is None else f"{value:,f}"
+def _state_cell(usage):
+    last = usage.ledger.last_report
+    if last is None:
+        return mark_safe('<span class="quiet">none yet</span>')
+    return status_badge(last.status, last.get_status_display(), usage.problem or last.error)
 
 
 admin.site.unregister(Customer)
@@ -377,7 +422,12 @@ admin.site.unregister(Product)
 class CustomerAdmin(ReportUsageNowMixin, ReconcileMixin, UsageColumnsMixin, DjstripeCustomerAdmin):
     report_usage_scope = "customer_ids"
     usage_key = "customer_id"
-    list_display = (*DjstripeCustomerAdmin.list_display, "usage_this_period")
+    name_column = "customer_name"
+
+    @admin.display(description="Customer", ordering="email")
+    def customer_name(self, customer):
+        return format_html("<b>{}</b><br><small>{}</small>", customer.name or customer.email or customer.id,
+                           customer.email if customer.name else "")
 
     def reconcile_customer_ids(self, queryset):
         return queryset.values_list("id", flat=True)
@@ -387,7 +437,15 @@ class CustomerAdmin(ReportUsageNowMixin, ReconcileMixin, UsageColumnsMixin, Djst
 class SubscriptionAdmin(ReportUsageNowMixin, UsageColumnsMixin, DjstripeSubscriptionAdmin):
     report_usage_scope = "subscription_ids"
     usage_key = "subscription_id"
-    list_display = (*DjstripeSubscriptionAdmin.list_display, "usage_this_period")
+    name_column = "subscription_name"
+    trailing_columns = ("status", "id", "created")
+    list_select_related = ["customer"]
+
+    @admin.display(description="Subscription", ordering="customer__email")
+    def subscription_name(self, subscription):
+        customer = subscription.customer
+        who = (customer.name or customer.email or customer.id) if customer else subscription.id
+        return format_html("<b>{}</b><br><small>{}</small>", who, customer.email if customer and customer.name else "")
 
 
 @admin.register(Price)

@@ -34,11 +34,20 @@ def stripe_link(stripe_id, livemode=None, label=None):
 
 @register.filter
 def units(value):
-    """A usage figure without trailing zeros: 10.500000 -> 10.5."""
-    if value is None:
-        return "-"
-    value = Decimal(value)
-    return f"{value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize():,f}"
+    """A usage figure without trailing zeros, with thousands separators: 1128.000000 -> 1,128."""
+    return admin_display.number(value)
+
+
+@register.filter
+def signed(value):
+    """A difference with its sign: +25, -3."""
+    return admin_display.signed(value)
+
+
+@register.filter
+def unit_count(value):
+    """A quantity named: "1,128 units", "1 unit"."""
+    return admin_display.units(value)
 
 
 @register.inclusion_tag("admin/billing/includes/usage_chart.html")
