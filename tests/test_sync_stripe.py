@@ -66,3 +66,109 @@ def test_a_new_active_meter_supersedes_a_stale_mirrored_one(stripe_emulated):
     statuses = dict(Meter.objects.values_list("id", "status"))
     assert statuses.pop("mtr_test_FromAnotherAccount0000000000") == "inactive"
     assert list(statuses.values()) == ["active"]
+
+
+MIRRORED = (djstripe_models.Customer, djstripe_models.Subscription, djstripe_models.SubscriptionItem)
+# The row's own bookkeeping: its autoincrement key and when it was written.
+BOOKKEEPING = {"djstripe_id", "djstripe_created", "djstripe_updated"}
+
+
+def mirror_rows() -> dict:
+    """Every column of every mirrored customer, subscription and item, by Stripe id."""
+    rows = {
+        model.__name__: {
+            row["id"]: {k: v for k, v in row.items() if k not in BOOKKEEPING}
+            for row in model.objects.values()
+        }
+        for model in MIRRORED
+    }
+    through = djstripe_models.SubscriptionItem.tax_rates.through.objects
+    rows["item tax rates"] = sorted(through.values_list("subscriptionitem__id", "taxrate__id"))
+    return rows
+
+
+def sync_each_with_dj_stripe():
+    """The reference: dj-stripe's own sync, one object at a time (the path before bulk)."""
+    from billing.services import stripe_sync
+
+    v1 = stripe_api.get_client().v1
+    for customer in v1.customers.list({"limit": 100}).auto_paging_iter():
+        stripe_sync.sync_customer(customer)
+    for subscription in v1.subscriptions.list({"limit": 100, "status": "all"}).auto_paging_iter():
+        stripe_sync.sync_subscription(subscription)
+
+
+def metered_price(client):
+    meter = client.billing.meters.create(
+        {"display_name": "M", "event_name": "m_usage", "default_aggregation": {"formula": "sum"}}
+    )
+    product = client.products.create({"name": "P"})
+    return client.prices.create(
+        {
+            "product": product.id, "currency": "usd", "unit_amount_decimal": "2.5",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+
+
+def test_the_bulk_mirror_writes_the_rows_dj_stripe_writes(stripe_emulated, django_user_model):
+    client = stripe_api.get_client().v1
+    price = metered_price(client)
+    other = client.prices.create(
+        {"product": price.product, "currency": "usd", "unit_amount": 7, "recurring": {"interval": "month"}}
+    )
+    user = django_user_model.objects.create(username="subscriber")
+    customers = [
+        client.customers.create({"email": "a@example.com", "metadata": {"plan": "gold"}}),
+        client.customers.create({}),  # no email: "" in the mirror
+        client.customers.create({"email": "s@example.com", "metadata": {"djstripe_subscriber": str(user.pk)}}),
+    ]
+    client.subscriptions.create({"customer": customers[0].id, "items": [{"price": price.id}, {"price": other.id}]})
+    canceled = client.subscriptions.create({"customer": customers[1].id, "items": [{"price": price.id}]})
+    client.subscriptions.cancel(canceled.id)
+    client.subscriptions.create({"customer": customers[2].id, "items": [{"price": price.id}]})
+    call_command("sync_stripe", stdout=StringIO())  # meters, products and prices
+    for model in MIRRORED:
+        model.objects.all().delete()
+
+    sync_each_with_dj_stripe()
+    reference = mirror_rows()
+    for model in MIRRORED:
+        model.objects.all().delete()
+    call_command("sync_stripe", stdout=StringIO())
+
+    assert mirror_rows() == reference
+    assert len(reference["SubscriptionItem"]) == 4
+    assert djstripe_models.Customer.objects.get(id=customers[2].id).subscriber == user
+
+    # Updates: Stripe changed; the bulk path updates the rows as dj-stripe would.
+    client.customers.update(customers[0].id, {"email": "new@example.com", "metadata": {"plan": "silver"}})
+    live = client.subscriptions.list({"customer": customers[0].id}).data[0]
+    client.subscriptions.update(live.id, {"items": [{"id": live["items"].data[1].id, "deleted": True}]})
+    call_command("sync_stripe", stdout=StringIO())
+    updated = mirror_rows()
+    sync_each_with_dj_stripe()
+    assert mirror_rows() == updated
+    assert updated["Customer"][customers[0].id]["email"] == "new@example.com"
+
+
+def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_emulated):
+    client = stripe_api.get_client().v1
+    price = metered_price(client)
+    for n in range(120):
+        customer = client.customers.create({"email": f"c{n}@example.com"})
+        client.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    before = len(stripe_emulated.requests())
+
+    out = StringIO()
+    call_command("sync_stripe", stdout=out)
+
+    assert "120 customer(s), 120 subscription(s)" in out.getvalue()
+    requests = [(r["method"], r["path"]) for r in stripe_emulated.requests()[before:]]
+    assert requests.count(("GET", "/v1/customers")) == 2
+    assert requests.count(("GET", "/v1/subscriptions")) == 2
+    per_object = [r for r in requests if r[1].startswith(("/v1/customers/", "/v1/subscriptions/", "/v1/prices/", "/v1/subscription_items"))]
+    assert per_object == []
+    # The rest: meters, products (and each product's features), prices, the account.
+    assert len(requests) <= 10
+    assert djstripe_models.SubscriptionItem.objects.filter(price__id=price.id).count() == 120

@@ -1,8 +1,14 @@
 """
 Mirror Stripe objects into the database: dj-stripe's models for products, prices,
 customers and subscriptions; our Meter model for billing meters.
+
+A full sync reads Stripe's lists a page of 100 at a time and asks Stripe nothing a list
+already answered; customers and subscriptions (the many) are written a page at a time
+by stripe_mirror, exactly as dj-stripe's per-object sync (used for single objects and
+what the bulk path leaves to it) would write them.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -13,6 +19,7 @@ from djstripe import models as djstripe_models
 from .. import stripe_api
 from ..conf import conf
 from ..models import Meter, SubscriptionItemChange, WindowSize
+from . import stripe_mirror
 
 
 def sync_meter(stripe_meter, *, source_meter_slug: str | None = None) -> Meter:
@@ -128,26 +135,66 @@ def price_id_of(item) -> str:
 class SyncCounts:
     counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, kind: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+
+PAGE_SIZE = 100  # Stripe's largest list page
+
+
+def list_pages(service, params: dict):
+    """
+    Every page of a Stripe list, each fetched while the caller writes the one before
+    (one request ahead: the list is still read in order, one page at a time).
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stripe-list") as pool:
+        pending = pool.submit(service.list, {"limit": PAGE_SIZE, **params})
+        while pending is not None:
+            page = pending.result()
+            pending = (
+                pool.submit(service.list, {"limit": PAGE_SIZE, **params, "starting_after": page.data[-1].id})
+                if page.has_more and page.data else None
+            )
+            yield page.data
+
+
+def _record_changes(stripe_subscription, before):
+    record_item_changes(stripe_subscription, before, at=None)
 
 
 def sync_all(*, client=None, on_synced=None) -> SyncCounts:
-    """Pull meters, products, prices, customers and subscriptions from Stripe."""
+    """
+    Pull meters, products, prices, customers and subscriptions from Stripe: one list
+    request per 100 objects (subscriptions come with their items and prices), written a
+    page at a time (stripe_mirror); the few meters, products and prices one by one.
+    """
     client = client or stripe_api.get_client()
     v1 = client.v1
-    sources = [
+    one_by_one = [
         ("meter", v1.billing.meters, {}, sync_meter),
         ("product", v1.products, {}, sync_product),
         ("price", v1.prices, {}, sync_price),
-        ("customer", v1.customers, {}, sync_customer),
-        ("subscription", v1.subscriptions, {"status": "all"}, sync_subscription),
+    ]
+    by_page = [
+        ("customer", v1.customers, {}, lambda page: stripe_mirror.mirror_customers(page, sync_one=sync_customer)),
+        (
+            "subscription", v1.subscriptions, {"status": "all"},
+            lambda page: stripe_mirror.mirror_subscriptions(page, sync_one=sync_subscription, after=_record_changes),
+        ),
     ]
     result = SyncCounts()
-    for kind, service, params, sync in sources:
-        for stripe_object in service.list({"limit": 100, **params}).auto_paging_iter():
-            sync(stripe_object)
-            result.add(kind)
+    for kind, service, params, sync in one_by_one:
+        for page in list_pages(service, params):
+            for stripe_object in page:
+                sync(stripe_object)
+                result.add(kind)
+                if on_synced:
+                    on_synced(kind, stripe_object.id)
+    for kind, service, params, mirror in by_page:
+        for page in list_pages(service, params):
+            ids = mirror(page)
+            result.add(kind, len(ids))
             if on_synced:
-                on_synced(kind, stripe_object.id)
+                for stripe_id in ids:
+                    on_synced(kind, stripe_id)
     return result
