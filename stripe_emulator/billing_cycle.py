@@ -88,8 +88,6 @@ def _process(store, in_scope: Callable[[str], bool], now: int, customer_id: Opti
 
 def _next_due(store, in_scope, now: int, customer_id: Optional[str] = None):
     """(time, kind, object) of the earliest boundary at or before `now`, if any."""
-    from .resources.subscriptions import items_of
-
     def of_type(type, where):
         # One customer's objects through the index, not a scan of every customer's.
         objects = store.by_field(type, "customer", customer_id) if customer_id else store.all(type)
@@ -105,22 +103,51 @@ def _next_due(store, in_scope, now: int, customer_id: Optional[str] = None):
     for sub in of_type("subscription", lambda s: s["status"] not in CLOSED):
         if not in_scope(sub["customer"]):
             continue
-        items = items_of(store, sub["id"])
-        if not items:
-            continue
-        at = min(i["current_period_end"] for i in items)
-        if sub.get("cancel_at") is not None:
-            at = min(at, sub["cancel_at"])
-        if at <= now and (best is None or at < best[0]):
+        at = next_boundary(store, sub)
+        if at is not None and at <= now and (best is None or at < best[0]):
             best = (at, "roll", sub)
     return best
+
+
+def next_boundary(store, sub: dict) -> Optional[int]:
+    """When the subscription's current period ends (or its `cancel_at`, if earlier);
+    None for a subscription without items."""
+    from .resources.subscriptions import items_of
+
+    items = items_of(store, sub["id"])
+    if not items:
+        return None
+    at = min(i["current_period_end"] for i in items)
+    if sub.get("cancel_at") is not None:
+        at = min(at, sub["cancel_at"])
+    return at
+
+
+def _cancels(sub: dict, at: int) -> bool:
+    return sub.get("cancel_at") is not None and sub["cancel_at"] <= at
+
+
+def upcoming_invoice(store, sub: dict, **build) -> Optional[dict]:
+    """The draft the subscription's next boundary will make, built as `_roll` builds
+    it but stored nowhere (the invoice preview); None if there will be none."""
+    from .resources import subscriptions
+
+    if sub["status"] in CLOSED:
+        return None
+    at = next_boundary(store, sub)
+    if at is None:
+        return None
+    final = _cancels(sub, at)
+    reason = subscriptions.SCHEDULED_CANCEL_BILLING_REASON if final else "subscription_cycle"
+    invoice, _ = subscriptions.closing_draft(store, sub, at, reason, final=final, **build)
+    return invoice
 
 
 def _roll(ctx, sub: dict, at: int) -> None:
     from .resources import subscriptions
 
     store = ctx.store
-    if sub.get("cancel_at") is not None and sub["cancel_at"] <= at:
+    if _cancels(sub, at):
         # Stripe: "Any metered usage is charged for in a final invoice when the
         # subscription cancels at the end of the billing period."
         at = sub["cancel_at"]

@@ -1,4 +1,4 @@
-"""Invoices: /v1/invoices (retrieve, list, lines, finalize, pay).
+"""Invoices: /v1/invoices (retrieve, list, lines, finalize, pay, create_preview).
 
 Invoices are made for subscriptions only (draft_for_subscription), all drafts
 with `auto_advance: true` that finalize themselves one hour after they were
@@ -25,6 +25,14 @@ Amounts: quantity x `unit_amount_decimal` in Decimal, rounded per line to a
 whole minor unit with ROUND_HALF_UP (Stripe: "rounded to the nearest whole
 cent"; its example 0.05 x 30 = 1.5 -> 2), then summed.
 
+The preview (`POST /v1/invoices/create_preview` with `subscription`, and
+`customer` if given) is the draft the billing cycle will make at the
+subscription's next boundary (billing_cycle.upcoming_invoice: the same
+builder, stored nowhere): metered quantities are the meter's usage stored
+now, on the customer's time (its test clock's). Its id is `upcoming_in_...`,
+its lines' `il_tmp_...`, as Stripe's; without a subscription that will be
+invoiced the answer is Stripe's 404 `invoice_upcoming_none`.
+
 Payments: there are no payment methods in the emulator, so a finalized
 invoice stays `open` unless it is for 0 (Stripe marks those paid on
 finalization) or `POST /pay` is called with `paid_out_of_band=true`.
@@ -35,8 +43,8 @@ from __future__ import annotations
 import copy
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from .. import aggregation, billing_cycle, expand, fixtures, ids
-from ..errors import InvalidRequest
+from .. import aggregation, billing_cycle, errors, expand, fixtures, ids
+from ..errors import InvalidRequest, StripeError
 from ..listing import list_object, paginate, range_filter
 from ..render import renderer
 from ..routing import LIST_PARAMS, route
@@ -110,10 +118,10 @@ def refresh_metered(store, invoice: dict) -> dict:
 
 
 def _line(store, invoice: dict, sub: dict, item_id: str, price: dict, period,
-          quantity=None, proration: bool = False) -> dict:
+          quantity=None, proration: bool = False, line_prefix: str = "il") -> dict:
     line = fixtures.template("line_item")
     line.update({
-        "id": ids.new_id("il"), "currency": price["currency"], "invoice": invoice["id"],
+        "id": ids.new_id(line_prefix), "currency": price["currency"], "invoice": invoice["id"],
         "livemode": invoice["livemode"], "metadata": dict(sub.get("metadata") or {}),
         "parent": {"type": "subscription_item_details", "invoice_item_details": None,
                    "subscription_item_details": {
@@ -170,19 +178,20 @@ def drop_pending_lines(store, sub_id: str) -> None:
         store.delete(pending["id"])
 
 
-def draft_for_subscription(ctx, sub: dict, items, *, created: int, billing_reason: str,
-                           closed_end=None, new_periods=None, period=None):
-    """A draft invoice for a subscription, or None if it would have no line.
+def build_draft(store, sub: dict, items, *, created: int, billing_reason: str,
+                closed_end=None, new_periods=None, period=None, invoice_id=None,
+                line_prefix: str = "il"):
+    """The draft invoice a subscription would get, or None if it would have no line.
+    Nothing is written: `draft_for_subscription` stores it, `preview` shows it.
 
     * metered items bill their un-invoiced usage up to `closed_end` (if given);
     * licensed items bill `new_periods[item id]` in advance (if given);
     * the subscription's pending lines (flexible-mode usage of removed prices) are
-      moved onto it.
+      put on it.
     """
-    store = ctx.store
     customer = store.get(sub["customer"], "customer") or {}
     invoice = fixtures.template("invoice")
-    inv_id = ids.new_id("in")
+    inv_id = invoice_id or ids.new_id("in")
     invoice.update({"id": inv_id, "livemode": sub["livemode"]})
     lines = []
     for item in items:
@@ -193,20 +202,20 @@ def draft_for_subscription(ctx, sub: dict, items, *, created: int, billing_reaso
             start, end, billed = usage_window(sub, item, closed_end)
             if start >= end:
                 continue
-            line = _line(store, invoice, sub, item["id"], price, (start, end))
+            line = _line(store, invoice, sub, item["id"], price, (start, end),
+                         line_prefix=line_prefix)
             if not billed:
                 line["_unbilled"] = True
         else:
             if new_periods is None:
                 continue
             line = _line(store, invoice, sub, item["id"], price, new_periods[item["id"]],
-                         quantity=item.get("quantity") or 0)
+                         quantity=item.get("quantity") or 0, line_prefix=line_prefix)
         lines.append(line)
     for pending in pending_lines(store, sub["id"]):
-        line = pending["line"]
+        line = copy.deepcopy(pending["line"])
         line["invoice"] = inv_id
         lines.append(line)
-        store.delete(pending["id"])
     if not lines:
         return None
     if period is None:
@@ -231,17 +240,20 @@ def draft_for_subscription(ctx, sub: dict, items, *, created: int, billing_reaso
         invoice["due_date"] = created + 86400 * int(sub.get("days_until_due") or 0)
     invoice["lines"] = list_object(f"/v1/invoices/{inv_id}/lines", lines)
     refresh_metered(store, invoice)
-    store.insert(invoice)
     return invoice
 
 
-def create_cycle_invoice(ctx, sub: dict, items, new_periods: dict, created: int) -> dict:
-    """The draft for the period that just closed (items still carry its dates)."""
-    start = min(i["current_period_start"] for i in items)
-    end = min(i["current_period_end"] for i in items)
-    return draft_for_subscription(ctx, sub, items, created=created,
-                                  billing_reason="subscription_cycle", closed_end=end,
-                                  new_periods=new_periods, period=(start, end))
+def store_draft(ctx, sub: dict, invoice: dict) -> dict:
+    """Keep a `build_draft` invoice: the subscription's pending lines are now on it."""
+    drop_pending_lines(ctx.store, sub["id"])
+    ctx.store.insert(invoice)
+    return invoice
+
+
+def draft_for_subscription(ctx, sub: dict, items, **kwargs):
+    """`build_draft`, stored."""
+    invoice = build_draft(ctx.store, sub, items, **kwargs)
+    return None if invoice is None else store_draft(ctx, sub, invoice)
 
 
 # --- state changes ---------------------------------------------------------------------
@@ -334,6 +346,53 @@ def list_lines(ctx, obj_id):
     lines = list(invoice["lines"]["data"])
     # paginate() expects newest first; lines read in invoice order.
     return paginate(ctx, lines, f"/v1/invoices/{obj_id}/lines", "invoice line item")
+
+
+PREVIEW_PARAMS = ("automatic_tax", "currency", "customer", "customer_account",
+                  "customer_details", "discounts", "invoice_items", "issuer", "on_behalf_of",
+                  "preview_mode", "schedule", "schedule_details", "subscription",
+                  "subscription_details")
+# What would change the previewed invoice: refused rather than ignored, so a
+# preview never answers for a request it did not honour.
+PREVIEW_UNSUPPORTED = ("customer_account", "customer_details", "discounts", "invoice_items",
+                       "schedule", "schedule_details", "subscription_details")
+
+
+def _no_upcoming(customer_id: str) -> StripeError:
+    return InvalidRequest(f"No upcoming invoices for customer: {customer_id}",
+                          code="invoice_upcoming_none", status=404)
+
+
+@route("/v1/invoices/create_preview", ["POST"], PREVIEW_PARAMS)
+def create_preview(ctx):
+    for name in PREVIEW_UNSUPPORTED:
+        if ctx.has(name):
+            raise InvalidRequest(f"{name} is not supported by the local Stripe emulator's "
+                                 "invoice preview.", param=name)
+    customer_id = ctx.str("customer")
+    sub_id = ctx.str("subscription")
+    if customer_id is None and sub_id is None:
+        raise errors.missing_param("customer")
+    if customer_id is not None:
+        fetch(ctx, customer_id, "customer", "customer", param="customer")
+    sub = None
+    if sub_id is not None:
+        sub = fetch(ctx, sub_id, "subscription", "subscription", param="subscription")
+        if customer_id is not None and sub["customer"] != customer_id:
+            raise InvalidRequest(f"The subscription {sub_id} does not belong to customer "
+                                 f"{customer_id}.", param="subscription")
+        customer_id = sub["customer"]
+    # Basil: a customer alone previews its pending invoice items, of which the
+    # emulator has none outside subscriptions.
+    if sub is None:
+        raise _no_upcoming(customer_id)
+    billing_cycle.settle_customer(ctx.store, customer_id)
+    invoice = billing_cycle.upcoming_invoice(
+        ctx.store, ctx.store.get(sub_id, "subscription"),
+        invoice_id="upcoming_" + ids.new_id("in"), line_prefix="il_tmp")
+    if invoice is None:
+        raise _no_upcoming(customer_id)
+    return respond(ctx, invoice)
 
 
 @route("/v1/invoices/<obj_id>/finalize", ["POST"], ("auto_advance",))

@@ -156,27 +156,42 @@ def cancel_subscription(ctx, sub: dict, at: int = None, reason: str = "cancellat
     return sub
 
 
+def closing_draft(store, sub: dict, at: int, billing_reason: str, *, final: bool,
+                  **build):
+    """(invoice or None, new periods) for the subscription's span closing at `at`,
+    not stored: metered usage from each item's period start (or from when its
+    metered price was added) up to `at`, the pending lines of removed metered
+    prices, and unless `final` the licensed items for the new period in advance.
+    The billing cycle stores it (close_period, final_invoice); the invoice
+    preview (invoices.preview) only shows it."""
+    items = items_of(store, sub["id"])
+    new_periods = None if final else {i["id"]: period_at(store, sub, i, at) for i in items}
+    start = min([i["current_period_start"] for i in items] or [at])
+    invoice = invoices.build_draft(store, sub, items, created=at, billing_reason=billing_reason,
+                                   closed_end=at, new_periods=new_periods, period=(start, at),
+                                   **build)
+    return invoice, new_periods
+
+
+def _store_draft(ctx, sub: dict, invoice) -> None:
+    if invoice is not None:
+        invoices.store_draft(ctx, sub, invoice)
+        sub["latest_invoice"] = invoice["id"]
+
+
 def close_period(ctx, sub: dict, at: int, billing_reason: str):
     """End the items' current period at `at` and start the next one there.
 
-    The draft invoice bills the closed span's metered usage (from each item's
-    period start, or from when its metered price was added), licensed items for
-    the new period in advance, and the pending lines of removed metered prices.
-    `billing_cycle_anchor` (and a trial's end) must already say where the new
-    period starts. Returns the invoice (None if it would have no line)."""
+    The draft invoice is `closing_draft`'s. `billing_cycle_anchor` (and a trial's
+    end) must already say where the new period starts. Returns the invoice (None
+    if it would have no line)."""
     store = ctx.store
-    items = items_of(store, sub["id"])
-    new_periods = {i["id"]: period_at(store, sub, i, at) for i in items}
-    start = min([i["current_period_start"] for i in items] or [at])
-    invoice = invoices.draft_for_subscription(
-        ctx, sub, items, created=at, billing_reason=billing_reason, closed_end=at,
-        new_periods=new_periods, period=(start, at))
-    for item in items:
+    invoice, new_periods = closing_draft(store, sub, at, billing_reason, final=False)
+    _store_draft(ctx, sub, invoice)
+    for item in items_of(store, sub["id"]):
         item["current_period_start"], item["current_period_end"] = new_periods[item["id"]]
         item.pop("_usage_start", None)
         store.save(item)
-    if invoice is not None:
-        sub["latest_invoice"] = invoice["id"]
     store.save(sub)
     return invoice
 
@@ -184,13 +199,9 @@ def close_period(ctx, sub: dict, at: int, billing_reason: str):
 def final_invoice(ctx, sub: dict, at: int, billing_reason: str):
     """The last invoice of a subscription ending at `at`: its un-invoiced metered
     usage and pending lines (nothing in advance). None if there is nothing to bill."""
-    items = items_of(ctx.store, sub["id"])
-    start = min([i["current_period_start"] for i in items] or [at])
-    invoice = invoices.draft_for_subscription(
-        ctx, sub, items, created=at, billing_reason=billing_reason, closed_end=at,
-        period=(start, at))
+    invoice, _ = closing_draft(ctx.store, sub, at, billing_reason, final=True)
     if invoice is not None:
-        sub["latest_invoice"] = invoice["id"]
+        _store_draft(ctx, sub, invoice)
         ctx.store.save(sub)
     return invoice
 
