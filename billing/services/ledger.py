@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 from hashlib import sha256
@@ -48,9 +49,8 @@ SAFE_RESEND_AGE = STRIPE_DEDUPE_WINDOW - timedelta(hours=1)
 # Rows whose usage total is part of the customer's running total.
 # (Reconciliation's corrections restore Stripe to the ledger and are not part of it; usage it
 # found unreported and carried on is.)
-COUNTED = Q(status__in=(Status.SENT, Status.SKIPPED, Status.PENDING)) & ~Q(trigger=UsageReport.Trigger.RECONCILE) | Q(
-    status=Status.CARRIED
-)
+COUNTED_STATUSES = (Status.SENT, Status.SKIPPED, Status.PENDING)
+COUNTED = Q(status__in=COUNTED_STATUSES) & ~Q(trigger=UsageReport.Trigger.RECONCILE) | Q(status=Status.CARRIED)
 SETTLED_COUNTED = (Status.SENT, Status.SKIPPED, Status.CARRIED)
 
 
@@ -89,18 +89,42 @@ def carry_into(target: targets.ReportTarget) -> Decimal:
     meter_id, customer_id, billing_start = target.key
     earlier = UsageReport.objects.filter(
         meter_id=meter_id, customer_id=customer_id, billing_start__lt=billing_start
-    ).aggregate(
-        usage=Sum("usage_delta", filter=COUNTED, default=Decimal(0)),
-        sent=Sum("value_sent", filter=COUNTED, default=Decimal(0)),
-        unbilled=Sum("unbilled", filter=Q(status=Status.SENT), default=Decimal(0)),  # sent, on no invoice
-    )
+    ).aggregate(**CARRY_SUMS)
     return earlier["usage"] - earlier["sent"] + earlier["unbilled"]
+
+
+# What a period adds to the customer's carry, summed in SQL (carry_into, claim_all) ...
+CARRY_SUMS = {
+    "usage": Sum("usage_delta", filter=COUNTED, default=Decimal(0)),
+    "sent": Sum("value_sent", filter=COUNTED, default=Decimal(0)),
+    "unbilled": Sum("unbilled", filter=Q(status=Status.SENT), default=Decimal(0)),  # sent, on no invoice
+}
+
+
+def carry_of_rows(rows) -> Decimal:
+    """... and the same sum over rows in memory (the periods a batch is writing)."""
+    carry = Decimal(0)
+    for row in rows:
+        if row.status == Status.CARRIED or (row.status in COUNTED_STATUSES and row.trigger != UsageReport.Trigger.RECONCILE):
+            carry += row.usage_delta - row.value_sent
+        if row.status == Status.SENT:
+            carry += row.unbilled
+    return carry
 
 
 def owed(target: targets.ReportTarget, total: Decimal) -> tuple[Decimal, Decimal]:
     """(carry in, whole units this period owes in all) for a period-to-date total."""
     carry = carry_into(target)
     return carry, whole_units(carry + total)
+
+
+class Write:
+    """A row a decision writes: a new one (`fields` None), or these fields of an existing one."""
+
+    __slots__ = ("row", "fields")
+
+    def __init__(self, row: UsageReport, fields: list[str] | None = None):
+        self.row, self.fields = row, fields
 
 
 def claim(target: targets.ReportTarget, usage_until, total: Decimal, *, trigger: str, now) -> UsageReport:
@@ -112,31 +136,158 @@ def claim(target: targets.ReportTarget, usage_until, total: Decimal, *, trigger:
     try:
         with transaction.atomic():
             rows = list(rows_of(target).select_for_update().order_by("sequence"))
-            if any(row.status == Status.PENDING for row in rows):
-                raise InFlight(IN_FLIGHT_MESSAGE)
-            changed = _subject_change(rows, target.subject)
-            if changed:
-                return _failed(target, usage_until, total, changed, trigger, rows)
-            carry, units = owed(target, total)
-            counted = [row for row in rows if is_counted(row)]
-            sent = sum((row.value_sent for row in counted), Decimal(0))
-            base = counted[-1].usage_total if counted else Decimal(0)
-            last = rows[-1] if rows else None
-            value = units - sent
-            if value == 0:
-                return _skip(target, usage_until, total, carry, last, counted, trigger)
-            if target.invoice_final:  # Stripe would hold it on no invoice
-                status, note = late_usage_row(value)
-                return _skip(target, usage_until, total, carry, last, counted, trigger, status=status, note=note)
-            timestamp = target.period.event_timestamp(usage_until)
-            rejection = timestamp_rejection(timestamp, now)
-            report = _row(target, usage_until, total, value, Status.FAILED if rejection else Status.PENDING, trigger, last)
-            report.carry_in, report.usage_delta = carry, total - base
-            report.event_timestamp, report.error = timestamp, rejection or ""
-            report.save()
-            return report
+            return _saved(decide_claim(target, usage_until, total, rows, carry_into(target), trigger=trigger, now=now))
     except IntegrityError:  # a concurrent run wrote this period's next row first
         raise InFlight(IN_FLIGHT_MESSAGE) from None
+
+
+def decide_claim(target, usage_until, total: Decimal, rows, carry: Decimal, *, trigger: str, now) -> Write:
+    """
+    The period's next row, given its rows (oldest first) and the customer's carry: the
+    one rule of a claim, whether one period is claimed or a batch (claim_all).
+    """
+    if any(row.status == Status.PENDING for row in rows):
+        raise InFlight(IN_FLIGHT_MESSAGE)
+    changed = _subject_change(rows, target.subject)
+    if changed:
+        return _failed(target, usage_until, total, changed, trigger, rows)
+    units = whole_units(carry + total)
+    counted = [row for row in rows if is_counted(row)]
+    sent = sum((row.value_sent for row in counted), Decimal(0))
+    base = counted[-1].usage_total if counted else Decimal(0)
+    last = rows[-1] if rows else None
+    value = units - sent
+    if value == 0:
+        return _skip(target, usage_until, total, carry, last, counted, trigger)
+    if target.invoice_final:  # Stripe would hold it on no invoice
+        status, note = late_usage_row(value)
+        return _skip(target, usage_until, total, carry, last, counted, trigger, status=status, note=note)
+    timestamp = target.period.event_timestamp(usage_until)
+    rejection = timestamp_rejection(timestamp, now)
+    report = _row(target, usage_until, total, value, Status.FAILED if rejection else Status.PENDING, trigger, last)
+    report.carry_in, report.usage_delta = carry, total - base
+    report.event_timestamp, report.error = timestamp, rejection or ""
+    return Write(report)
+
+
+def decide_failure(target, usage_until, total, error: str, rows, *, trigger: str) -> Write:
+    """A report that cannot be made: a failed row (or the same failure counted again)."""
+    if any(row.status == Status.PENDING for row in rows):
+        raise InFlight(IN_FLIGHT_MESSAGE)
+    return _failed(target, usage_until, total, error, trigger, rows)
+
+
+class Claim:
+    """One period a batch claims: its target, how far, the source's total, or why it cannot be sent."""
+
+    __slots__ = ("target", "usage_until", "total", "error", "now")
+
+    def __init__(self, target, usage_until, total, *, error=None, now=None):
+        self.target, self.usage_until, self.total, self.error, self.now = target, usage_until, total, error, now
+
+
+def claim_all(claims: list[Claim], *, trigger: str) -> list:
+    """
+    Claim many periods in one transaction with a few statements, whatever their number:
+    their rows locked by one query in lock order, the customers' carries summed by one,
+    the new rows inserted and the reused ones updated in bulk. Each period gets exactly
+    the row `claim` (or `record_failure`) would write. Returns (claim, its row or the
+    InFlight it met), in lock order. A concurrent run that wrote one of these periods
+    first (the database refuses the batch) makes the batch claim them one at a time.
+    """
+    claims = sorted(claims, key=lambda c: lock_order(c.target))
+    try:
+        with transaction.atomic():
+            results = _claim_all(claims, trigger)
+    except IntegrityError:
+        logger.info("a concurrent run wrote one of %d periods first: claiming them one at a time", len(claims))
+        results = [_claim_one(c, trigger) for c in claims]
+    return list(zip(claims, results))
+
+
+def _claim_one(c: Claim, trigger: str):
+    try:
+        if c.error:
+            return record_failure(c.target, c.usage_until, c.total, c.error, trigger=trigger)
+        return claim(c.target, c.usage_until, c.total, trigger=trigger, now=c.now)
+    except InFlight as exc:
+        return exc
+
+
+def _claim_all(claims: list[Claim], trigger: str) -> list:
+    keys = {c.target.key for c in claims}
+    rows_by_key = defaultdict(list)
+    for row in _rows_of_periods(keys).select_for_update().order_by("customer_id", "meter_id", "billing_start", "sequence"):
+        if key_of(row) in keys:
+            rows_by_key[key_of(row)].append(row)
+    earlier = _carry_by_period(keys)
+    results, inserts, updates = [], [], defaultdict(list)
+    for c in claims:
+        key = c.target.key
+        rows = rows_by_key[key]
+        try:
+            if c.error:
+                write = decide_failure(c.target, c.usage_until, c.total, c.error, rows, trigger=trigger)
+            else:
+                carry = _carry_before(key, earlier, rows_by_key)
+                write = decide_claim(c.target, c.usage_until, c.total, rows, carry, trigger=trigger, now=c.now)
+        except InFlight as exc:
+            results.append(exc)
+            continue
+        if write.fields is None:
+            inserts.append(write.row)
+            rows.append(write.row)  # a later period of the customer carries from it
+        else:
+            write.row.updated = timezone.now()
+            updates[tuple(write.fields)].append(write.row)
+        results.append(write.row)
+    UsageReport.objects.bulk_create(inserts, batch_size=BULK_BATCH)
+    for fields, rows in updates.items():
+        UsageReport.objects.bulk_update(rows, [*fields, "updated"], batch_size=BULK_BATCH)
+    return results
+
+
+# Rows per INSERT/UPDATE statement of a batch (SQLite's parameter limit allows this many).
+BULK_BATCH = 500
+
+
+def _rows_of_periods(keys):
+    """The rows of these periods (a superset: filter by key_of), in one query."""
+    return UsageReport.objects.filter(
+        meter_id__in={k[0] for k in keys}, customer_id__in={k[1] for k in keys}, billing_start__in={k[2] for k in keys}
+    )
+
+
+def _carry_by_period(keys) -> dict[tuple, list[tuple]]:
+    """(billing start, carry) of every period of these customers and meters not in `keys`, by (meter, customer)."""
+    sums = (
+        UsageReport.objects.filter(meter_id__in={k[0] for k in keys}, customer_id__in={k[1] for k in keys})
+        .values("meter_id", "customer_id", "billing_start").annotate(**CARRY_SUMS).order_by()
+    )
+    earlier = defaultdict(list)
+    for s in sums:
+        key = (s["meter_id"], s["customer_id"], s["billing_start"])
+        if key not in keys:
+            earlier[key[:2]].append((key[2], s["usage"] - s["sent"] + s["unbilled"]))
+    return earlier
+
+
+def _carry_before(key, earlier, rows_by_key) -> Decimal:
+    """carry_into for a period of a batch: other periods' sums, plus the batch's own rows as they stand."""
+    meter_id, customer_id, billing_start = key
+    carry = sum((c for start, c in earlier.get((meter_id, customer_id), ()) if start < billing_start), Decimal(0))
+    for other, rows in rows_by_key.items():
+        if other[:2] == key[:2] and other[2] < billing_start:
+            carry += carry_of_rows(rows)
+    return carry
+
+
+def _saved(write: Write) -> UsageReport:
+    if write.fields is None:
+        write.row.save()
+    else:
+        write.row.save(update_fields=write.fields + ["updated"])
+    return write.row
 
 
 def _subject_change(rows, subject: str | None) -> str | None:
@@ -168,7 +319,7 @@ def late_usage_row(value: Decimal) -> tuple[str, str]:
     )
 
 
-def _skip(target, usage_until, total, carry, last, counted, trigger, *, status=Status.SKIPPED, note="") -> UsageReport:
+def _skip(target, usage_until, total, carry, last, counted, trigger, *, status=Status.SKIPPED, note="") -> Write:
     """
     Nothing to send (nothing new, or late usage carried or recorded): say so once, and
     keep that one row up to date on later runs. A skipped or carried row's total still
@@ -180,34 +331,28 @@ def _skip(target, usage_until, total, carry, last, counted, trigger, *, status=S
     if reuse:
         last.usage_until, last.usage_total, last.trigger, last.carry_in = usage_until, total, trigger, carry
         last.usage_delta, last.error = delta, note
-        last.save(update_fields=["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "error", "updated"])
-        return last
+        return Write(last, ["usage_until", "usage_total", "trigger", "carry_in", "usage_delta", "error"])
     report = _row(target, usage_until, total, Decimal(0), status, trigger, last)
     report.carry_in, report.error, report.usage_delta = carry, note, delta
-    report.save()
-    return report
+    return Write(report)
 
 
 def record_failure(target: targets.ReportTarget, usage_until, total, error: str, *, trigger: str) -> UsageReport:
     """A report that cannot be made (no subject, source down, two items): leave a row."""
     with transaction.atomic():
         rows = list(rows_of(target).select_for_update().order_by("sequence"))
-        if any(row.status == Status.PENDING for row in rows):
-            raise InFlight(IN_FLIGHT_MESSAGE)
-        return _failed(target, usage_until, total, error, trigger, rows)
+        return _saved(decide_failure(target, usage_until, total, error, rows, trigger=trigger))
 
 
-def _failed(target, usage_until, total, error, trigger, rows) -> UsageReport:
+def _failed(target, usage_until, total, error, trigger, rows) -> Write:
     last = rows[-1] if rows else None
     if last and last.status == Status.FAILED and last.error == error:
         last.usage_until, last.usage_total, last.trigger = usage_until, total, trigger
         last.attempts += 1
-        last.save(update_fields=["usage_until", "usage_total", "trigger", "attempts", "updated"])
-        return last
+        return Write(last, ["usage_until", "usage_total", "trigger", "attempts"])
     report = _row(target, usage_until, total, Decimal(0), Status.FAILED, trigger, last)
     report.error, report.attempts = error, 1
-    report.save()
-    return report
+    return Write(report)
 
 
 def _row(target, usage_until, total, value, status, trigger, last) -> UsageReport:
@@ -340,20 +485,37 @@ def lock_order(row) -> tuple:
 
 
 def settle(results: dict, reports: list[UsageReport]) -> None:
-    """Record what Stripe said on each sent row, in one transaction, in lock order."""
+    """
+    Record what Stripe said on each sent row, in one transaction: one UPDATE per
+    distinct outcome (sent, refused with a message, ...), not per row, then one read
+    of the rows as settled. Only a pending row settles: a concurrent resend may have
+    settled it already, and then its status stays as that one wrote it.
+    """
     now = timezone.now()
-    with transaction.atomic():
-        for report in sorted(reports, key=lock_order):
-            result = results[report.pk]
-            fields = {"status": result.status, "error": result.error, "updated": now,
-                      "attempts": F("attempts") + result.attempts}
-            if result.status == Status.SENT:
-                fields["sent_at"] = now
-            # Only a pending row settles: a concurrent resend may have settled it already.
-            UsageReport.objects.filter(pk=report.pk, status=Status.PENDING).update(**fields)
+    outcomes = defaultdict(list)
     for report in reports:
-        report.refresh_from_db()
-        logger.info("usage report %s: %s %s", report.identifier, report.status, report.error)
+        result = results[report.pk]
+        outcomes[(result.status, result.error, result.attempts)].append(report.pk)
+    with transaction.atomic():
+        for (status, error, attempts), pks in sorted(outcomes.items()):
+            fields = {"status": status, "error": error, "updated": now, "attempts": F("attempts") + attempts}
+            if status == Status.SENT:
+                fields["sent_at"] = now
+            for chunk in _chunks(sorted(pks), BULK_BATCH):
+                UsageReport.objects.filter(pk__in=chunk, status=Status.PENDING).update(**fields)
+    settled = {}
+    for chunk in _chunks([r.pk for r in reports], BULK_BATCH):
+        settled.update(UsageReport.objects.in_bulk(chunk))
+    for report in reports:
+        row = settled[report.pk]
+        report.status, report.error, report.attempts = row.status, row.error, row.attempts
+        report.sent_at, report.updated = row.sent_at, row.updated
+        logger.debug("usage report %s: %s %s", report.identifier, report.status, report.error)
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 class LeaseKeeper:

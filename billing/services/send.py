@@ -2,7 +2,7 @@
 Send: pending ledger rows become meter events, at the rate Stripe allows.
 
 The threads of the senders (meter_event_sender.py) only talk HTTP; the results come
-back here and are settled by the ledger in one transaction, so no database connection
+back here and are settled (settle.py) in one transaction, so no database connection
 is shared or opened per thread.
 """
 
@@ -11,7 +11,7 @@ from django.conf import settings
 from .. import stripe_api
 from ..conf import conf
 from ..models import UsageReport
-from . import invoices, ledger
+from . import ledger, settle
 from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStreamSender
 
 
@@ -23,9 +23,7 @@ def send_reports(reports: list[UsageReport], client) -> None:
     # while the send lasts, so no other run takes a row this one is still sending.
     with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=conf.PENDING_LEASE_SECONDS):
         results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
-    ledger.settle(results, reports)
-    # A report Stripe took after its period's invoice was final is on no invoice.
-    invoices.account_rows(r for r in reports if r.status == UsageReport.Status.SENT)
+    settle.settle_sent(results, reports)
 
 
 def meter_event_call(report: UsageReport) -> MeterEventCall:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db.models import CharField, Exists, F, Max, OuterRef, Q, Value
+from django.db.models.fields.json import KeyTransform
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..conf import conf
@@ -105,23 +106,71 @@ def subject_for(customer_id: str, metadata: dict | None) -> str:
     return subject
 
 
+@dataclass(frozen=True)
+class ItemRow:
+    """
+    What reporting reads of a mirrored subscription item, its subscription, price and
+    customer: a few fields of their `stripe_data`, selected in SQL, never the whole
+    documents (a run over 100,000 items would otherwise parse 400,000 of them).
+    """
+
+    id: str
+    price_id: str
+    meter_id: str | None
+    current_period_start: int
+    current_period_end: int
+    created: int | None
+    subscription_id: str
+    status: str
+    start_date: int | None
+    ended_at: int | None
+    canceled_at: int | None
+    trial_end: int | None
+    customer_id: str
+    subject_metadata: str | None  # the customer's metadata value under SUBJECT_METADATA_KEY
+    test_clock: str | None
+
+
+# ItemRow's fields: each a path into a mirrored object's stripe_data.
+_ITEM_FIELDS = {
+    "meter_id": ("price", "recurring", "meter"),
+    "current_period_start": ("", "current_period_start"),
+    "current_period_end": ("", "current_period_end"),
+    "created": ("", "created"),
+    "status": ("subscription", "status"),
+    "start_date": ("subscription", "start_date"),
+    "ended_at": ("subscription", "ended_at"),
+    "canceled_at": ("subscription", "canceled_at"),
+    "trial_end": ("subscription", "trial_end"),
+    "test_clock": ("subscription__customer", "test_clock"),
+}
+
+
+def _json_path(relation: str, *keys: str):
+    expression = KeyTransform(keys[0], f"{relation}__stripe_data" if relation else "stripe_data")
+    for key in keys[1:]:
+        expression = KeyTransform(key, expression)
+    return expression
+
+
 def metered_items(*, customer_ids=None, item_ids=None):
-    """Items on a metered price of a meter Epsilon knows, live or recently ended."""
+    """Items on a metered price of a meter Epsilon knows, live or recently ended (ItemRows)."""
     meters = Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE)
-    items = (
-        SubscriptionItem.objects.filter(
-            subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
-            price__stripe_data__recurring__usage_type="metered",
-            price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
-        )
-        .select_related("subscription__customer", "price")
-        .order_by("subscription__customer__id", "id")
-    )
+    items = SubscriptionItem.objects.filter(
+        subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
+        price__stripe_data__recurring__usage_type="metered",
+        price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
+    ).order_by("subscription__customer__id", "id")
     if customer_ids is not None:
         items = items.filter(subscription__customer__id__in=customer_ids)
     if item_ids is not None:
         items = items.filter(id__in=item_ids)
-    return items
+    # Aliased ("j_..."): some names are also the model's own fields.
+    fields = {f"j_{name}": _json_path(*path) for name, path in _ITEM_FIELDS.items()}
+    key = conf.SUBJECT_METADATA_KEY
+    fields["j_subject_metadata"] = _json_path("subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
+    rows = items.values("id", "price_id", "subscription_id", j_customer_id=F("subscription__customer__id"), **fields)
+    return [ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows]
 
 
 def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> list[ReportTarget]:
@@ -133,7 +182,7 @@ def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> li
     now = now or datetime.now(UTC)
     if subscription_ids is not None:
         customer_ids = customers_of(subscription_ids, customer_ids)
-    items = list(metered_items(customer_ids=customer_ids))
+    items = metered_items(customer_ids=customer_ids)
     changes, meters = _changes(items), _meters()
     mirrored = [
         target for item in items for target in _item_targets(item, changes[item.id], meters)
@@ -156,7 +205,7 @@ def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
     period start, period end), with everything else owed by those customers.
     """
     periods = {item_id: (start, end) for item_id, start, end in closed}
-    items = list(metered_items(item_ids=list(periods)))
+    items = metered_items(item_ids=list(periods))
     changes, meters = _changes(items), _meters()
     explicit = [
         replace(target, live=False)
@@ -186,22 +235,21 @@ def _item_targets(item, changes, meters: dict[str, Meter], *, period=None) -> li
     The item's period (its current one, or `period`) as targets: cut where its price
     was replaced (each part at its own price) and where its service ended.
     """
-    data, subscription = item.stripe_data, item.subscription.stripe_data
-    start, end = period or (_time(data["current_period_start"]), _time(data["current_period_end"]))
-    began = _time(data.get("created") or subscription.get("start_date") or data["current_period_start"])
+    start, end = period or (_time(item.current_period_start), _time(item.current_period_end))
+    began = _time(item.created or item.start_date or item.current_period_start)
     ended = next((c.at for c in changes if c.kind == SubscriptionItemChange.Kind.REMOVED), None)
-    if subscription.get("status") in ENDED_SUBSCRIPTION_STATUSES:
-        ended_at = subscription.get("ended_at") or subscription.get("canceled_at")
+    if item.status in ENDED_SUBSCRIPTION_STATUSES:
+        ended_at = item.ended_at or item.canceled_at
         ended = min(filter(None, [ended, _time(ended_at) if ended_at else end]))
     first, stop = max(start, began), min(end, ended) if ended else end
     if stop <= first:
         return []  # it ended before this period began
-    trial_end = _time(subscription["trial_end"]) if subscription.get("trial_end") else None
+    trial_end = _time(item.trial_end) if item.trial_end else None
     if trial_end is not None and stop <= trial_end:
         return []  # Stripe bills no usage of a trial: nothing to report for it
     cuts = [c for c in changes if c.kind == SubscriptionItemChange.Kind.PRICE and first < c.at < stop]
     bounds = [first] + [c.at for c in cuts] + [stop]
-    prices = [c.old_price_id for c in cuts] + [item.price.id]
+    prices = [c.old_price_id for c in cuts] + [item.price_id]
     targets = []
     for n, price_id in enumerate(prices):
         meter = meters.get(_price_meter(item, price_id))
@@ -219,30 +267,31 @@ def _item_targets(item, changes, meters: dict[str, Meter], *, period=None) -> li
     return targets
 
 
-def _price_meter(item, price_id: str) -> str | None:
-    if price_id == item.price.id:
-        return item.price.stripe_data["recurring"]["meter"]
+def _price_meter(item: ItemRow, price_id: str) -> str | None:
+    if price_id == item.price_id:
+        return item.meter_id
     data = Price.objects.filter(id=price_id).values_list("stripe_data", flat=True).first() or {}
     return (data.get("recurring") or {}).get("meter")
 
 
-def _target(item, meter: Meter, period: AlignedPeriod) -> ReportTarget:
-    customer = item.subscription.customer
+def _target(item: ItemRow, meter: Meter, period: AlignedPeriod) -> ReportTarget:
+    key = conf.SUBJECT_METADATA_KEY
+    metadata = {key: item.subject_metadata} if key and item.subject_metadata else {}
     try:
-        subject, subject_error = subject_for(customer.id, customer.stripe_data.get("metadata")), None
+        subject, subject_error = subject_for(item.customer_id, metadata), None
     except SubjectMappingError as exc:
         subject, subject_error = None, str(exc)
     return ReportTarget(
-        customer_id=customer.id,
-        subscription_id=item.subscription.id,
+        customer_id=item.customer_id,
+        subscription_id=item.subscription_id,
         subscription_item_id=item.id,
-        price_id=item.price.id,
+        price_id=item.price_id,
         meter=meter,
         livemode=meter.livemode,
         subject=subject,
         subject_error=subject_error,
         period=period,
-        test_clock=customer.stripe_data.get("test_clock"),
+        test_clock=item.test_clock,
         source_meter_slug=meter.source_meter_slug,
         meter_error=problem_of_mirrored_meter(meter),
     )

@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import stripe
-from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors, stripe_api, webhooks
@@ -186,16 +185,18 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
     spans = [(t, t.period.usage_until(clock.as_of(t))) for t in owed]
     spans = [(t, until) for t, until in spans if until > t.period.start or t.error]
     totals, source_errors = fetch_totals(source, [(t, u) for t, u in spans if not t.error])
-    outcomes = []
-    # One commit for all the rows (each period in its own savepoint): committed before
-    # anything is sent, as crash safety needs, without a disk sync per row.
-    with transaction.atomic():
-        for target, usage_until in sorted(spans, key=lambda span: ledger.lock_order(span[0])):
-            error = target.error or source_errors.get(target.key)
-            total = None if error else totals.get((target.key, usage_until))
-            outcomes.append(
-                prepare_report(target, usage_until, total, error=error, trigger=trigger, now=clock.now(target), dry_run=dry_run)
-            )
+    claims = []
+    for target, usage_until in sorted(spans, key=lambda span: ledger.lock_order(span[0])):
+        error = target.error or source_errors.get(target.key)
+        total = None if error else totals.get((target.key, usage_until))
+        error = error or invalid_total(total)
+        claims.append(ledger.Claim(target, usage_until, None if error else total, error=error, now=clock.now(target)))
+    if dry_run:
+        outcomes = [dry_run_outcome(c) for c in claims]
+    else:
+        # One commit for all the rows, written in bulk: committed before anything is
+        # sent, as crash safety needs, in a few statements whatever their number.
+        outcomes = [_claimed(c, result) for c, result in ledger.claim_all(claims, trigger=trigger)]
     send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
     settled = [o.settled() for o in outcomes]
     for outcome in settled:
@@ -217,21 +218,21 @@ def log_outcome(outcome: ReportOutcome, *, trigger: str) -> None:
                        fields["value"], extra=fields)
 
 
-def prepare_report(target, usage_until, total, *, error, trigger, now, dry_run=False) -> ReportOutcome:
-    """Record what one period owes up to `usage_until`; send nothing yet."""
-    error = error or invalid_total(total)
-    try:
-        if error:  # the total is unknown or unusable, or nothing may be sent; the error says why
-            report = None if dry_run else ledger.record_failure(target, usage_until, None, error, trigger=trigger)
-            return ReportOutcome(target, usage_until, None, Decimal(0), Status.FAILED, error, report)
-        if dry_run:
-            _carry, units = ledger.owed(target, total)
-            value = units - selectors.sent_total(target)
-            return ReportOutcome(target, usage_until, total, value, DRY_RUN if value else Status.SKIPPED)
-        report = ledger.claim(target, usage_until, total, trigger=trigger, now=now)
-    except InFlight as exc:
-        return ReportOutcome(target, usage_until, total, Decimal(0), IN_FLIGHT, str(exc))
-    return ReportOutcome(target, usage_until, total, report.value_sent, report.status, report.error, report)
+def _claimed(c: ledger.Claim, result) -> ReportOutcome:
+    """The outcome of one period's claim: its row (pending, skipped, failed), or in flight."""
+    if isinstance(result, InFlight):
+        return ReportOutcome(c.target, c.usage_until, c.total, Decimal(0), IN_FLIGHT, str(result))
+    total = None if c.error else c.total
+    return ReportOutcome(c.target, c.usage_until, total, result.value_sent, result.status, result.error, result)
+
+
+def dry_run_outcome(c: ledger.Claim) -> ReportOutcome:
+    """What a claim would send, written nowhere."""
+    if c.error:
+        return ReportOutcome(c.target, c.usage_until, None, Decimal(0), Status.FAILED, c.error)
+    _carry, units = ledger.owed(c.target, c.total)
+    value = units - selectors.sent_total(c.target)
+    return ReportOutcome(c.target, c.usage_until, c.total, value, DRY_RUN if value else Status.SKIPPED)
 
 
 def send_report(report: UsageReport, client) -> None:
