@@ -107,7 +107,10 @@ def test_retry_failed_reports_through_the_engine(admin_client, billing, source):
 
     response = retry(admin_client, [failed])
 
-    assert [str(m) for m in response.context["messages"]] == ["Usage reported. 1 report(s): 1 sent; +8 unit(s) sent to Stripe."]
+    [sent_message] = response.context["messages"]
+    assert sent_message.level_tag == "success"
+    assert str(sent_message).startswith(f"{billing.customer_id} / price_")
+    assert ": sent +8 units to Stripe (usage up to " in str(sent_message)
     assert billing.stripe_total() == Decimal(8)
     new = UsageReport.objects.get(status="sent")
     assert (new.trigger, new.sequence, new.value_sent) == ("admin", 2, Decimal(8))
@@ -115,7 +118,9 @@ def test_retry_failed_reports_through_the_engine(admin_client, billing, source):
     assert failed.status == "failed"  # the ledger keeps what happened
 
     again = retry(admin_client, [failed])  # exactly once: nothing new to send
-    assert [str(m) for m in again.context["messages"]] == ["Usage reported. 1 report(s): 1 skipped; +0 unit(s) sent to Stripe."]
+    [nothing_new] = again.context["messages"]
+    assert nothing_new.level_tag == "info"
+    assert "nothing new to send: Stripe has this period's usage up to" in str(nothing_new)
     assert billing.stripe_total() == Decimal(8)
 
 

@@ -58,6 +58,23 @@ class LedgerCustomerFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ResolutionFilter(admin.SimpleListFilter):
+    """Failed or rejected rows still open, or settled since by a later report of their period."""
+
+    title = "problem"
+    parameter_name = "resolution"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open (no later report got through)"), ("resolved", "Resolved by a later report")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(status__in=admin_selectors.RESOLVABLE, resolved=False)
+        if self.value() == "resolved":
+            return queryset.filter(resolved=True)
+        return queryset
+
+
 def search_by_customer(queryset, term, extra=None):
     """Exact Stripe ids and emails in part, by subquery: a join would hide unmirrored rows."""
     term = term.strip()
@@ -140,7 +157,7 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
     # What an operator reads first, inside a 1400 px window: the rest is on the row's page.
     list_display = ["created", "customer_display", "period_display", "value_display", "status_display", "trigger"]
     list_filter = [
-        "status", "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
+        "status", ResolutionFilter, "trigger", ("meter", admin.RelatedOnlyFieldListFilter),
         LedgerCustomerFilter, "period_start", "livemode",
     ]
     # Searched in get_search_results: Stripe ids exactly, emails and identifiers in part.
@@ -173,7 +190,8 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
     def get_queryset(self, request):
         # prefetch, not select_related: the ledger keeps rows whose customer is no
         # longer mirrored, and an inner join would hide them.
-        return super().get_queryset(request).select_related("meter").prefetch_related("customer")
+        queryset = super().get_queryset(request).select_related("meter").prefetch_related("customer")
+        return admin_selectors.with_resolution(queryset)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -184,7 +202,13 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, report):
-        return status_badge(report.status, report.get_status_display(), report.error)
+        badge = status_badge(report.status, report.get_status_display(), report.error)
+        if getattr(report, "resolved", False):
+            return format_html(
+                '{} {}', badge,
+                status_badge("resolved", "Resolved", "A later report of this period got through: nothing is owed for this failure"),
+            )
+        return badge
 
     @admin.display(description="Customer", ordering="customer_id")
     def customer_display(self, report):
@@ -378,7 +402,7 @@ class UsageColumnsMixin(StripeLinkMixin):
             **context,
             "epsilon_usage_panel": True,
             "epsilon_usages": admin_selectors.item_usages(**{self.report_usage_scope: [obj.id]}, charts=True),
-            "epsilon_next_run": admin_selectors.next_scheduled_report(),
+            "epsilon_schedule": admin_selectors.schedule_state(),
             "epsilon_report_url": (
                 reverse(f"admin:{opts.app_label}_{opts.model_name}_report_usage", args=[obj.pk])
                 if self.has_report_usage_permission(request) else ""

@@ -6,6 +6,8 @@ schedule and the webhooks, so the ledger's exactly-once rule holds here too.
 """
 
 import csv
+from collections import Counter
+from decimal import Decimal
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -24,8 +26,10 @@ from ..conf import conf
 from ..errors import OPERATOR_ERRORS, operator_message
 from ..models import PeriodReconciliation, ReportDecision, UsageReport
 from ..services import reconciliation, stale_reports, usage_reporting
+from .display import signed, units
 
 PERMISSION = "billing.report_usage_now"
+Status = UsageReport.Status
 RESOLVE_PERMISSION = "billing.resolve_usage_report"
 
 
@@ -111,7 +115,12 @@ class ReportUsageNowMixin(GuardedActions):
 
 
 def report_result(modeladmin, request, result, *, empty_message=None):
-    """One message with the run's summary, and one per report that did not reach Stripe."""
+    """
+    One message per item saying what happened to it, at the level it deserves: success
+    only when something reached Stripe; info when there was nothing new; a warning while
+    Stripe's answer is awaited; an error, with the reason, when it failed. Several items
+    get a summary first, at the level of the worst of them.
+    """
     if not result.outcomes:
         modeladmin.message_user(
             request,
@@ -120,17 +129,51 @@ def report_result(modeladmin, request, result, *, empty_message=None):
             messages.WARNING,
         )
         return
-    waiting = [o for o in result.outcomes if o.status == usage_reporting.IN_FLIGHT]
-    level = messages.ERROR if result.failed else messages.WARNING if waiting else messages.SUCCESS
-    modeladmin.message_user(request, f"Usage reported. {result.summary()}", level)
-    for outcome in result.failed:
+    told = [outcome_message(o) for o in result.outcomes]
+    if len(told) > 1:
+        counts = Counter(OUTCOME_WORDS.get(o.status, o.status) for o in result.outcomes)
+        sent = sum((o.value for o in result.outcomes if o.status == Status.SENT), Decimal(0))
+        text = ", ".join(f"{n} {words}" for words, n in counts.items())
         modeladmin.message_user(
-            request,
-            f"{outcome.target.customer_id} / {outcome.target.price_id}: {outcome.error}",
-            messages.ERROR,
+            request, f"{len(told)} items reported: {text}; {signed(sent)} units sent to Stripe.",
+            max(level for level, _ in told),
         )
-    for outcome in waiting:
-        modeladmin.message_user(request, awaiting_message(outcome), messages.WARNING)
+    for level, text in told:
+        modeladmin.message_user(request, text, level)
+
+
+OUTCOME_WORDS = {
+    Status.SENT: "sent", Status.SKIPPED: "with nothing new", Status.CARRIED: "carried to the next period",
+    Status.LATE: "recorded as late", Status.PENDING: "awaiting Stripe's answer",
+    usage_reporting.IN_FLIGHT: "awaiting Stripe's answer", Status.REJECTED: "rejected", Status.FAILED: "failed",
+}
+
+
+def outcome_message(outcome) -> tuple[int, str]:
+    """What happened to one item in a run, and the message level it deserves."""
+    target, report = outcome.target, outcome.report
+    where = f"{target.customer_id} / {target.price_id}"
+    until = f"{outcome.usage_until:%Y-%m-%d %H:%M} UTC"
+    status = outcome.status
+    if status == Status.SENT:
+        return messages.SUCCESS, f"{where}: sent {signed(outcome.value)} units to Stripe (usage up to {until}, {units(outcome.usage_total)} this period)."
+    if status == Status.SKIPPED:
+        return messages.INFO, f"{where}: nothing new to send: Stripe has this period's usage up to {until}."
+    if status == Status.CARRIED:
+        return messages.INFO, f"{where}: {signed(outcome.value)} units of late usage carried to the next period (this period's invoice is final)."
+    if status == Status.LATE:
+        return messages.WARNING, f"{where}: {signed(outcome.value)} units of late usage recorded and billed nowhere (EPSILON_LATE_USAGE=record)."
+    if status == usage_reporting.IN_FLIGHT:
+        return messages.WARNING, awaiting_message(outcome)
+    if status == Status.PENDING:
+        resend = f" from {report.updated + conf.pending_lease:%H:%M} UTC" if report else ""
+        return messages.WARNING, (
+            f"{where}: sent {signed(outcome.value)} units, but Stripe's answer did not come: it is awaiting "
+            f"Stripe's answer, resent with the same identifier by the next run{resend}."
+        )
+    if status == Status.REJECTED:
+        return messages.ERROR, f"{where}: rejected by Stripe: {outcome.error or 'no reason given'}."
+    return messages.ERROR, f"{where}: failed, nothing sent: {outcome.error or 'no reason recorded'}"
 
 
 def awaiting_message(outcome) -> str:
@@ -141,7 +184,7 @@ def awaiting_message(outcome) -> str:
         return f"{where}: an earlier report of this period was being sent; it has settled since: report again to send new usage."
     resend_at = pending.updated + conf.pending_lease
     return (
-        f"{where}: report {pending.identifier} ({pending.value_sent.normalize():f} unit(s)) is awaiting Stripe's answer "
+        f"{where}: report {pending.identifier} ({units(pending.value_sent)}) is awaiting Stripe's answer "
         f"(sent {pending.updated:%H:%M} UTC). Nothing new is sent for this period until it settles; if no answer comes, "
         f"it is resent with the same identifier from {resend_at:%H:%M} UTC, and this period's new usage goes with the run after."
     )

@@ -36,6 +36,11 @@ MAX_CHART_BARS = 72
 CHART_BUCKETS = [WINDOWS["MINUTE"], WINDOWS["HOUR"], WINDOWS["DAY"], timedelta(days=7)]
 # Rows that say how far the ledger has reported: sent, or "nothing new" up to then.
 REPORTED = Q(status__in=[Status.SENT, Status.SKIPPED, Status.CARRIED]) & ~Q(trigger=UsageReport.Trigger.RECONCILE)
+# A failed or rejected row stops being a problem once a later report of its period got through.
+RESOLVABLE = [Status.FAILED, Status.REJECTED]
+GOT_THROUGH = [Status.SENT, Status.SKIPPED, Status.CARRIED]
+# A schedule whose next run is this far in the past is not being run.
+SCHEDULE_GRACE = timedelta(minutes=10)
 
 
 # --- usage per metered subscription item --------------------------------------
@@ -361,27 +366,54 @@ def step_back(moment: datetime, interval: str, count: int) -> datetime:
 
 @dataclass
 class ScheduleState:
+    """
+    The reporting schedule as it is, not as it is meant to be: a next run more than
+    SCHEDULE_GRACE in the past means nothing is running it (django-q2 moves next_run
+    forward each time a cluster runs the schedule), so it is a warning, never "Next run
+    08:42" read at 08:52.
+    """
+
     schedule: Schedule | None
     last_run: Task | None
     last_failure: Task | None
+    now: datetime | None = None
 
     @property
     def next_run(self) -> datetime | None:
         return self.schedule.next_run if self.schedule else None
 
+    @property
+    def overdue(self) -> bool:
+        now = self.now or timezone.now()
+        return self.next_run is not None and self.next_run < now - SCHEDULE_GRACE
 
-def schedule_state() -> ScheduleState:
+    @property
+    def warning(self) -> str:
+        """What is wrong with the schedule, naming the likely cause; "" when it runs."""
+        if self.schedule is None:
+            return "No reporting schedule: run `manage.py epsilon_setup` (it creates it), then `manage.py qcluster`."
+        if not self.overdue:
+            return ""
+        now = self.now or timezone.now()
+        late = int((now - self.next_run).total_seconds() // 60)
+        ran = (
+            f"it last ran {self.last_run.stopped:%Y-%m-%d %H:%M} UTC" if self.last_run and self.last_run.stopped
+            else "it has never run"
+        )
+        return (
+            f"Reporting is overdue: the schedule's run due {self.next_run:%Y-%m-%d %H:%M} UTC is {late} minutes late "
+            f"and {ran}. Likely cause: no qcluster is running (start `python manage.py qcluster`)."
+        )
+
+
+def schedule_state(*, now=None) -> ScheduleState:
     """The reporting schedule, its last run and its last failed run (django-q2)."""
     schedule = Schedule.objects.filter(name=SCHEDULE_NAME).order_by("id").first()
     # Scheduled tasks are grouped under the schedule's name.
     runs = Q(group=SCHEDULE_NAME) | Q(func=SCHEDULE_FUNC)
     last_run = Task.objects.filter(runs).order_by("-stopped").first()
     last_failure = Failure.objects.filter(runs).order_by("-stopped").first()
-    return ScheduleState(schedule, last_run, last_failure)
-
-
-def next_scheduled_report() -> datetime | None:
-    return Schedule.objects.filter(name=SCHEDULE_NAME).order_by("id").values_list("next_run", flat=True).first()
+    return ScheduleState(schedule, last_run, last_failure, now)
 
 
 # --- the overview page ----------------------------------------------------------
@@ -416,6 +448,7 @@ class Overview:
     drift: list[PeriodReconciliation]
     schedule: ScheduleState
     since: datetime
+    resolved_failures: int = 0  # failed or rejected rows of the window that a later report settled
 
     @property
     def max_hourly(self) -> int:
@@ -443,9 +476,10 @@ def reports_per_hour(*, now=None, hours=48) -> list[HourOfReports]:
 
 
 def failure_groups(*, since) -> list[FailureGroup]:
-    """Failed reports since `since`, grouped by their error, most frequent first."""
+    """Failed reports since `since` that no later report settled, grouped by their error, most frequent first."""
     rows = (
         UsageReport.objects.filter(status=Status.FAILED, created__gte=since)
+        .exclude(resolved_later())  # open problems only: a later report settled the rest
         .values("error")
         .annotate(
             reports=Count("id"), attempts=Sum("attempts"), customers=Count("customer_id", distinct=True),
@@ -457,6 +491,19 @@ def failure_groups(*, since) -> list[FailureGroup]:
         FailureGroup(r["error"] or "(no message)", r["reports"], r["attempts"] or 0, r["customers"], r["first_seen"], r["last_seen"])
         for r in rows
     ]
+
+
+def resolved_later():
+    """True on a row when a later report of the same period got through (it settled what this one failed)."""
+    return Exists(UsageReport.objects.filter(
+        customer_id=OuterRef("customer_id"), meter=OuterRef("meter"), billing_start=OuterRef("billing_start"),
+        sequence__gt=OuterRef("sequence"), status__in=GOT_THROUGH,
+    ))
+
+
+def with_resolution(queryset):
+    """Each row annotated `resolved`: a failed or rejected row whose period a later report settled."""
+    return queryset.annotate(resolved=Q(status__in=RESOLVABLE) & resolved_later())
 
 
 def latest_reports():
@@ -486,10 +533,11 @@ def overview(*, now=None, hours=48) -> Overview:
     hourly = reports_per_hour(now=now, hours=hours)
     status_totals = {s: sum(h.counts[s] for h in hourly) for s in Status.values}
     open_problems = open_problem_counts()
+    resolved = UsageReport.objects.filter(status__in=RESOLVABLE, created__gte=since).filter(resolved_later()).count()
     drift = list(
         PeriodReconciliation.objects.filter(
             status__in=[PeriodReconciliation.Status.DRIFT, PeriodReconciliation.Status.UNKNOWN, PeriodReconciliation.Status.UNREPORTED,
                        PeriodReconciliation.Status.INVOICE]
         ).select_related("meter")
     )
-    return Overview(hourly, status_totals, failure_groups(since=since), open_problems, drift, schedule_state(), since)
+    return Overview(hourly, status_totals, failure_groups(since=since), open_problems, drift, schedule_state(now=now), since, resolved)
