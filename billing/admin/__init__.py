@@ -29,7 +29,7 @@ from .actions import (
     RetryFailedMixin,
     SettleInDoubtMixin,
 )
-from .display import UNIT_HELP, money, signed, status_badge, stripe_link, stripe_url, units
+from .display import UNIT_HELP, money, number, signed, status_badge, stripe_link, stripe_url, units
 
 CUSTOMER_FILTER_CHOICES = 100
 ADMIN_CSS = {"all": ["billing/admin.css"]}
@@ -248,13 +248,14 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
     """Source, ledger and Stripe per customer, meter and period: read-only, as checked."""
 
     list_display = [
-        "checked_at", "customer_display", "meter", "period_display", "source_total", "ledger_units",
-        "stripe_units", "drift", "status_display", "correction_link",
+        "checked_at", "customer_display", "period_display", "checked_until", "source_display", "ledger_display",
+        "stripe_display", "drift_display", "status_display", "correction_link",
     ]
     list_filter = ["status", ("meter", admin.RelatedOnlyFieldListFilter), "livemode"]
     search_fields = ["customer__id"]  # searched in get_search_results, without a join
     search_help_text = "A Stripe customer id, or a customer email."
     list_select_related = ["meter", "correction"]
+    list_per_page = 50
     readonly_fields = [
         "customer_display", "meter_link", "livemode", "period_start", "period_end", "usage_until",
         "source_total", "ledger_units", "stripe_units", "drift", "unreported_units", "status_display",
@@ -265,6 +266,9 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
     class Media:
         css = ADMIN_CSS
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("customer")  # unmirrored customers kept
+
     def reconcile_customer_ids(self, queryset):
         return queryset.values_list("customer_id", flat=True)
 
@@ -273,15 +277,35 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
 
     @admin.display(description="Customer", ordering="customer_id")
     def customer_display(self, result):
-        return stripe_link(result.customer_id, result.livemode)
+        return customer_cell(result.customer_id, _mirrored(result, "customer"), result.livemode)
 
     @admin.display(description="Stripe meter")
     def meter_link(self, result):
         return stripe_link(result.meter_id, result.livemode, str(result.meter))
 
-    @admin.display(description="Period", ordering="period_start")
+    @admin.display(description="Billing period (UTC)", ordering="period_start")
     def period_display(self, result):
-        return f"{result.period_start:%Y-%m-%d %H:%M} → {result.usage_until:%Y-%m-%d %H:%M}"
+        return period_cell(result.period_start, result.period_end)
+
+    @admin.display(description="Checked up to", ordering="usage_until")
+    def checked_until(self, result):
+        return format_html('<span class="epsilon-period">{}</span>', f"{result.usage_until:%Y-%m-%d %H:%M}")
+
+    @admin.display(description="Source", ordering="source_total")
+    def source_display(self, result):
+        return number(result.source_total)
+
+    @admin.display(description="Ledger", ordering="ledger_units")
+    def ledger_display(self, result):
+        return number(result.ledger_units)
+
+    @admin.display(description="Stripe", ordering="stripe_units")
+    def stripe_display(self, result):
+        return number(result.stripe_units)
+
+    @admin.display(description="Drift (Stripe − ledger)", ordering="drift")
+    def drift_display(self, result):
+        return signed(result.drift)
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, result):
@@ -323,12 +347,42 @@ def _mirrored(report, field_name):
 
 
 class StripeLinkMixin:
-    """A dashboard link column and change-page button, test or live, without the account id."""
+    """
+    dj-stripe's admin for objects mirrored from Stripe: read here, changed in Stripe.
+    Nothing is added, edited or deleted (a change here would not reach Stripe and the
+    next sync would undo it); pages are titled by the object's name and id, and link to
+    its dashboard page, test or live, without the account id.
+    """
 
     change_form_template = "admin/billing/stripe_change_form.html"
+    #: Fields shown on the change page, all read-only; None keeps dj-stripe's own.
+    mirrored_fields: tuple | None = None
 
     class Media:
         css = ADMIN_CSS
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_fieldsets(self, request, obj=None):
+        if self.mirrored_fields is None:
+            return super().get_fieldsets(request, obj)
+        return [("Mirrored from Stripe (change it in Stripe)", {"fields": self.mirrored_fields})]
+
+    def get_readonly_fields(self, request, obj=None):
+        if self.mirrored_fields is None:
+            return super().get_readonly_fields(request, obj)
+        return self.mirrored_fields
+
+    def get_inlines(self, request, obj):
+        # dj-stripe's inlines repeat mirrored fields the usage panel states better.
+        return [] if self.mirrored_fields is not None else super().get_inlines(request, obj)
 
     def get_list_display(self, request):
         return [*super().get_list_display(request), "stripe_dashboard_link"]
@@ -337,13 +391,24 @@ class StripeLinkMixin:
     def stripe_dashboard_link(self, obj):
         return stripe_link(obj.id, obj.livemode, "dashboard")
 
+    def page_title(self, obj) -> tuple[str, str]:
+        """The change page's title and subtitle: what the object is called, and its id."""
+        return f"{self.model._meta.verbose_name.capitalize()} {obj.id}", ""
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
         extra_context = {**(extra_context or {}), **self.billing_context(request, obj)}
+        if obj is not None:
+            extra_context["title"], extra_context["subtitle"] = self.page_title(obj)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def billing_context(self, request, obj):
         return {"epsilon_stripe_url": stripe_url(obj.id, obj.livemode) if obj else ""}
+
+
+def customer_label(customer) -> str:
+    """A customer as an operator names it: its name, else its email, else its id."""
+    return (customer.name or customer.email or customer.id) if customer else ""
 
 
 class UsageColumnsMixin(StripeLinkMixin):
@@ -447,11 +512,14 @@ class CustomerAdmin(ReportUsageNowMixin, ReconcileMixin, UsageColumnsMixin, Djst
     report_usage_scope = "customer_ids"
     usage_key = "customer_id"
     name_column = "customer_name"
+    mirrored_fields = ("id", "name", "email", "description", "currency", "metadata", "livemode", "created")
 
     @admin.display(description="Customer", ordering="email")
     def customer_name(self, customer):
-        return format_html("<b>{}</b><br><small>{}</small>", customer.name or customer.email or customer.id,
-                           customer.email if customer.name else "")
+        return format_html("<b>{}</b><br><small>{}</small>", customer_label(customer), customer.email if customer.name else "")
+
+    def page_title(self, customer):
+        return f"Customer {customer_label(customer)}", " · ".join(filter(None, [customer.id, customer.email]))
 
     def reconcile_customer_ids(self, queryset):
         return queryset.values_list("id", flat=True)
@@ -464,19 +532,29 @@ class SubscriptionAdmin(ReportUsageNowMixin, UsageColumnsMixin, DjstripeSubscrip
     name_column = "subscription_name"
     trailing_columns = ("status", "id", "created")
     list_select_related = ["customer"]
+    # The current period lives on the items since Stripe's 2025 API: the panel shows it.
+    mirrored_fields = ("id", "customer", "status", "collection_method", "cancel_at_period_end", "metadata", "livemode", "created")
 
     @admin.display(description="Subscription", ordering="customer__email")
     def subscription_name(self, subscription):
         customer = subscription.customer
-        who = (customer.name or customer.email or customer.id) if customer else subscription.id
-        return format_html("<b>{}</b><br><small>{}</small>", who, customer.email if customer and customer.name else "")
+        return format_html(
+            "<b>{}</b><br><small>{}</small>", customer_label(customer) or subscription.id,
+            customer.email if customer and customer.name else "",
+        )
+
+    def page_title(self, subscription):
+        who = customer_label(subscription.customer)
+        return (f"Subscription of {who}" if who else f"Subscription {subscription.id}"), f"{subscription.id} · {subscription.status}"
 
 
 @admin.register(Price)
 class PriceAdmin(StripeLinkMixin, DjstripePriceAdmin):
-    pass
+    def page_title(self, price):
+        return f"Price {price.nickname or price.lookup_key or price.id}", f"{price.id} · {price.human_readable_price}"
 
 
 @admin.register(Product)
 class ProductAdmin(StripeLinkMixin, DjstripeProductAdmin):
-    pass
+    def page_title(self, product):
+        return f"Product {product.name}", product.id
