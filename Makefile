@@ -29,9 +29,7 @@ emulator-stop: install
 demo: migrate emulator
 	$(BIN)/python scripts/demo.py
 	@echo
-	@echo "Open the admin:"
-	@echo "  1. make admin-user    (creates an admin login, asks for a password)"
-	@echo "  2. make run           (then open http://127.0.0.1:$(PORT)/admin/)"
+	@echo "Open the admin: make run, then http://127.0.0.1:$(PORT)/admin/ with the login above."
 	@echo "Look at: Epsilon billing > Usage reports (every report, its period, value and status),"
 	@echo "         Epsilon billing > Meters; Embedded meter > Usage events;"
 	@echo "         Djstripe > Customers and Subscriptions (select some: Report usage now)."
@@ -44,6 +42,7 @@ admin-user: migrate
 	$(BIN)/python manage.py createsuperuser
 
 run: migrate emulator
+	@echo "Admin: http://127.0.0.1:$(PORT)/admin/  login: demo (password printed by make demo; make admin-user for another)"
 	$(BIN)/python manage.py runserver $(PORT)
 
 # The browser tests drive Debian's chromium; install it when missing (as root). Under a
@@ -62,8 +61,9 @@ test: test-sqlite test-postgres
 test-sqlite: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The emulator's own tests (stripe_emulator/tests) use no database: the SQLite pass runs them.
 test-postgres: install browser
-	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest --ignore=stripe_emulator/tests $(PYTEST_ARGS)
 
 clean: emulator-stop
 	rm -rf var

@@ -7,7 +7,7 @@ import os
 import sys
 
 from .context import DEFAULT_API_VERSION
-from .faults import RATE_LIMIT_REASONS, FaultConfig
+from .faults import RATE_LIMIT_REASONS, FaultConfig, parse_paths
 from .server import EmulatorServer
 
 BANNER = """\
@@ -132,9 +132,7 @@ def fault_config(args) -> FaultConfig:
         if value or not args.stripe_limits:
             options[name] = value
     if args.fault_paths is not None:
-        p = args.fault_paths.strip()
-        options["paths"] = None if p in ("all", "*") else tuple(
-            x.strip() for x in p.split(",") if x.strip())
+        options["paths"] = parse_paths(args.fault_paths)
     return base.replace(**options)
 
 

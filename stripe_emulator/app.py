@@ -42,7 +42,7 @@ class EmulatorApp:
         self.account_id = account_id
         self.revoked_keys = set(revoked_keys)
         self.verbose = verbose
-        # Fault injection and Stripe's limits (faults.py): off unless configured.
+        # Fault injection and Stripe's limits (faults/): off unless configured.
         self.faults = fl.Faults(faults)
         self.router = Router(ROUTES)
         self.middlewares: List[Tuple[str, mw.Middleware]] = []

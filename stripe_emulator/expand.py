@@ -29,14 +29,12 @@ def expandable(type_name: str, path: str, how: Union[str, Callable] = REF) -> No
 
 def apply(ctx, body: dict, paths) -> dict:
     for path in paths:
-        if path == "total_count" and body.get("object") == "search_result":
-            continue  # search's includable count, filled in by listing.search_page
         parts = path.split(".")
         if len(parts) > MAX_DEPTH:
             raise InvalidRequest(
                 f"You cannot expand more than {MAX_DEPTH} levels of a property. "
                 f"Property: {path}", param="expand")
-        if body.get("object") in ("list", "search_result") and parts[0] != "data":
+        if body.get("object") == "list" and parts[0] != "data":
             raise InvalidRequest(
                 f"This property cannot be expanded ({path}). You may want to try "
                 f"expanding 'data.{path}' instead.", param="expand")
@@ -48,7 +46,7 @@ def _expand(ctx, node, owner_type, rel, parts, full):
     """Walk `parts` from `node`; `owner_type`/`rel` locate node in its typed object."""
     if node is None or not parts:
         return
-    if isinstance(node, dict) and node.get("object") in ("list", "search_result"):
+    if isinstance(node, dict) and node.get("object") == "list":
         if parts[0] != "data":
             raise _cannot(full)
         for item in node.get("data") or []:
@@ -74,7 +72,7 @@ def _expand(ctx, node, owner_type, rel, parts, full):
         # Only expandable fields can end a path; others can only be walked through.
         raise _cannot(full)
     if rest:
-        if isinstance(value, dict) and value.get("object") and value.get("object") not in ("list", "search_result"):
+        if isinstance(value, dict) and value.get("object") and value.get("object") != "list":
             _expand(ctx, value, value["object"], "", rest, full)
         elif isinstance(value, dict) and value.get("object"):
             _expand(ctx, value, None, "", rest, full)

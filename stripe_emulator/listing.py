@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Callable, List, Optional
 
 from . import errors
@@ -42,30 +40,6 @@ def paginate(ctx, items: List[dict], url: str, kind: str = "object",
     if render is not None:
         page = [render(o) for o in page]
     return list_object(url, page, has_more)
-
-
-def search_page(ctx, items: List[dict], url: str, render: Optional[Callable] = None) -> dict:
-    """Search results: `page` is an opaque cursor, `next_page` gives the next one."""
-    limit = ctx.int("limit", default=10, min=1, max=100)
-    token = ctx.str("page")
-    offset = 0
-    if token is not None:
-        try:
-            offset = int(json.loads(base64.urlsafe_b64decode(token.encode()).decode())["o"])
-        except Exception:
-            raise InvalidRequest("Invalid page: the cursor is not a next_page value "
-                                 "returned by a previous search.", param="page")
-    page = items[offset:offset + limit]
-    has_more = offset + limit < len(items)
-    next_page = (base64.urlsafe_b64encode(json.dumps({"o": offset + limit}).encode()).decode()
-                 if has_more else None)
-    if render is not None:
-        page = [render(o) for o in page]
-    body = {"object": "search_result", "data": page, "has_more": has_more,
-            "next_page": next_page, "url": url}
-    if "total_count" in (ctx.params.get("expand") or []):
-        body["total_count"] = len(items)
-    return body
 
 
 def range_filter(ctx, name: str) -> Optional[Callable[[Optional[int]], bool]]:

@@ -7,7 +7,7 @@ first, is:
     log -> fault_stats -> errors -> params -> auth -> version -> fault_limits
         -> fault_inject -> idempotency -> fault_after -> [hooks] -> dispatch
 
-The fault_* stages (faults.py) do nothing until configured: rate limits and
+The fault_* stages (faults/) do nothing until configured: rate limits and
 injected 429s answer before idempotency (never stored, as on Stripe), injected
 500s and lost responses from inside it (stored and replayed for v1, as
 Stripe's idempotency layer does), latency outside the store transaction, so

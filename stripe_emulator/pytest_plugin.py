@@ -64,7 +64,7 @@ class StripeEmulator:
     def requests(self, method=None, path=None, path_prefix=None):
         return self.store.requests(method=method, path=path, path_prefix=path_prefix)
 
-    # --- faults, limits, counters (faults.py) ---
+    # --- faults, limits, counters (faults/) ---
     def set_faults(self, **options):
         """E.g. set_faults(rate_429=0.2, seed=1), set_faults(concurrency_limit=True),
         set_faults(rate_limit_test=25), set_faults(latency_ms=50, paths=None).

@@ -29,7 +29,7 @@ class EmulatorServer:
     `webhook_retry_delays`: seconds between delivery attempts (Stripe-like days
     by default; tests pass e.g. (0.1, 0.2)). `billing_tick`: how often the
     scheduler closes periods that real time passed (None: only lazily).
-    Fault injection and limits (faults.py), all off by default:
+    Fault injection and limits (faults/), all off by default:
     `faults=FaultConfig(...)` (or `FaultConfig.stripe_limits()`), or the same
     options as keywords, e.g. `EmulatorServer(rate_429=0.2, seed=1,
     concurrency_limit=True, rate_limit_test=25)`; change them later with

@@ -6,7 +6,8 @@ from django.db import connection
 
 from tests.billing_fixtures import subscribe
 
-pytest_plugins = ["stripe_emulator.pytest_plugin"]
+# The `stripe_emulator` fixture is the stripe-emulator distribution's pytest plugin
+# (its pytest11 entry point; requirements.txt installs it).
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Customers: /v1/customers (create, retrieve, update, delete, list, search).
+"""Customers: /v1/customers (create, retrieve, update, delete, list).
 
 Deleting a customer leaves a tombstone: retrieving it answers
 `{"id", "object": "customer", "deleted": true}` as Stripe does, and its
@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import secrets
 
-from .. import billing_cycle, expand, fixtures, ids, search
+from .. import billing_cycle, expand, fixtures, ids
 from ..errors import InvalidRequest
-from ..listing import list_object, paginate, range_filter, search_page
+from ..listing import list_object, paginate, range_filter
 from ..routing import LIST_PARAMS, route
 from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
@@ -25,8 +25,6 @@ CREATE_PARAMS = ("address", "balance", "business_name", "cash_balance", "descrip
 UPDATE_PARAMS = tuple(p for p in CREATE_PARAMS
                       if p not in ("payment_method", "tax_id_data", "test_clock")) + (
     "default_source",)
-SEARCH_FIELDS = {"created": search.NUMBER, "email": search.STRING, "metadata": search.STRING,
-                 "name": search.STRING, "phone": search.STRING}
 
 ADDRESS_KEYS = ("city", "country", "line1", "line2", "postal_code", "state")
 
@@ -139,11 +137,3 @@ def list_customers(ctx):
 
     items = ctx.store.all("customer", ctx.livemode, where=keep)
     return paginate(ctx, items, "/v1/customers", "customer", render=lambda o: respond(ctx, o))
-
-
-@route("/v1/customers/search", ["GET"], ("limit", "page", "query"))
-def search_customers(ctx):
-    test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
-    items = ctx.store.all("customer", ctx.livemode,
-                          where=lambda c: not c.get("deleted") and test(c))
-    return search_page(ctx, items, "/v1/customers/search", render=lambda o: respond(ctx, o))

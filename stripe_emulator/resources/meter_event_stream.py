@@ -150,5 +150,5 @@ def create_events(ctx):
                                   timestamp=timestamp, synchronous=False)
         if out is None:
             duplicates += 1
-    ctx.app.faults.count_v2(len(checked), duplicates)
+    ctx.app.faults.counters.count_v2(len(checked), duplicates)
     return ApiResponse(200, {})

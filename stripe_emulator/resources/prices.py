@@ -1,4 +1,4 @@
-"""Prices: /v1/prices (create, retrieve, update, list, search).
+"""Prices: /v1/prices (create, retrieve, update, list).
 
 Rules mirrored from Stripe: exactly one of `unit_amount` /
 `unit_amount_decimal` (at most 12 decimal places); `product` or
@@ -14,11 +14,11 @@ from __future__ import annotations
 import copy
 import re
 
-from .. import errors, expand, fixtures, ids, search
+from .. import errors, expand, fixtures, ids
 from ..context import (MISSING, check_keys, coerce_bool, coerce_decimal, coerce_int,
                        coerce_str)
 from ..errors import InvalidRequest
-from ..listing import paginate, range_filter, search_page
+from ..listing import paginate, range_filter
 from ..routing import LIST_PARAMS, route
 from ..store import format_decimal
 from . import events
@@ -31,9 +31,6 @@ CREATE_PARAMS = ("active", "billing_scheme", "currency", "currency_options",
                  "unit_amount_decimal")
 UPDATE_PARAMS = ("active", "currency_options", "lookup_key", "metadata", "nickname",
                  "tax_behavior", "transfer_lookup_key")
-SEARCH_FIELDS = {"active": search.BOOLEAN, "currency": search.TOKEN,
-                 "lookup_key": search.STRING, "metadata": search.STRING,
-                 "product": search.TOKEN, "type": search.TOKEN}
 
 INTERVAL_MAX = {"day": 365, "week": 52, "month": 12, "year": 1}
 
@@ -276,13 +273,6 @@ def list_prices(ctx):
 
     items = ctx.store.all("price", ctx.livemode, where=keep)
     return paginate(ctx, items, "/v1/prices", "price", render=lambda o: respond(ctx, o))
-
-
-@route("/v1/prices/search", ["GET"], ("limit", "page", "query"))
-def search_prices(ctx):
-    test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
-    items = ctx.store.all("price", ctx.livemode, where=test)
-    return search_page(ctx, items, "/v1/prices/search", render=lambda o: respond(ctx, o))
 
 
 def plan_for(price: dict) -> dict:

@@ -1,13 +1,13 @@
-"""Products: /v1/products (create, retrieve, update, delete, list, search, features)."""
+"""Products: /v1/products (create, retrieve, update, delete, list, features)."""
 
 from __future__ import annotations
 
 import copy
 import re
 
-from .. import errors, expand, fixtures, ids, search
+from .. import errors, expand, fixtures, ids
 from ..errors import InvalidRequest
-from ..listing import paginate, range_filter, search_page
+from ..listing import paginate, range_filter
 from ..routing import LIST_PARAMS, route
 from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
@@ -19,9 +19,6 @@ UPDATE_PARAMS = ("active", "default_price", "description", "images", "marketing_
                  "metadata", "name", "package_dimensions", "shippable", "statement_descriptor",
                  "tax_code", "unit_label", "url")
 
-SEARCH_FIELDS = {"active": search.BOOLEAN, "created": search.NUMBER,
-                 "description": search.STRING, "metadata": search.STRING,
-                 "name": search.STRING, "shippable": search.BOOLEAN, "url": search.STRING}
 
 expand.expandable("product", "default_price")
 expand.expandable("product", "tax_code")
@@ -134,13 +131,6 @@ def list_products(ctx):
 
     items = ctx.store.all("product", ctx.livemode, where=keep)
     return paginate(ctx, items, "/v1/products", "product", render=lambda o: respond(ctx, o))
-
-
-@route("/v1/products/search", ["GET"], ("limit", "page", "query"))
-def search_products(ctx):
-    test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
-    items = ctx.store.all("product", ctx.livemode, where=test)
-    return search_page(ctx, items, "/v1/products/search", render=lambda o: respond(ctx, o))
 
 
 @route("/v1/products/<obj_id>/features", ["GET"], LIST_PARAMS)

@@ -1,6 +1,6 @@
 """Subscriptions and subscription items.
 
-/v1/subscriptions (create, retrieve, update, cancel via DELETE, list, search),
+/v1/subscriptions (create, retrieve, update, cancel via DELETE, list),
 /v1/subscription_items (list by subscription, retrieve).
 
 Since 2025-03-31.basil the billing period lives on each item
@@ -27,10 +27,10 @@ from __future__ import annotations
 import copy
 from typing import List
 
-from .. import billing_cycle, errors, expand, fixtures, ids, periods, render, search
+from .. import billing_cycle, errors, expand, fixtures, ids, periods, render
 from ..context import MISSING, coerce_bool, coerce_int, coerce_str
 from ..errors import InvalidRequest
-from ..listing import list_object, paginate, range_filter, search_page
+from ..listing import list_object, paginate, range_filter
 from ..render import renderer
 from ..routing import LIST_PARAMS, route
 from . import events, invoices
@@ -56,8 +56,6 @@ UPDATE_PARAMS = ("add_invoice_items", "application_fee_percent", "automatic_tax"
                  "payment_behavior", "payment_settings", "pending_invoice_item_interval",
                  "proration_behavior", "proration_date", "transfer_data", "trial_end",
                  "trial_from_plan", "trial_settings")
-SEARCH_FIELDS = {"created": search.NUMBER, "metadata": search.STRING, "status": search.TOKEN,
-                 "canceled_at": search.NUMBER}
 ITEM_FIELDS_ON_CREATE = ("price", "quantity", "metadata")
 ITEM_FIELDS_ON_UPDATE = ("id", "deleted", "clear_usage", "price", "quantity", "metadata")
 PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
@@ -702,14 +700,6 @@ def list_subscriptions(ctx):
     items = [s for s in subs if keep(s)]
     return paginate(ctx, items, "/v1/subscriptions", "subscription",
                     render=lambda o: respond(ctx, o))
-
-
-@route("/v1/subscriptions/search", ["GET"], ("limit", "page", "query"))
-def search_subscriptions(ctx):
-    test = search.matcher(ctx.str("query", required=True), SEARCH_FIELDS)
-    subs = _all_settled(ctx)
-    return search_page(ctx, [s for s in subs if test(s)], "/v1/subscriptions/search",
-                       render=lambda o: respond(ctx, o))
 
 
 @route("/v1/subscription_items", ["GET"], LIST_PARAMS + ("subscription",))

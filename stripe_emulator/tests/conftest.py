@@ -1,5 +1,5 @@
 """Shared fixtures for the emulator's own tests. The `stripe_emulator` fixture
-comes from stripe_emulator.pytest_plugin (loaded by tests/conftest.py)."""
+comes from stripe_emulator.pytest_plugin (the distribution's pytest11 entry point)."""
 
 import calendar
 from datetime import datetime

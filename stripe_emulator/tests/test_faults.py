@@ -1,4 +1,4 @@
-"""Fault injection and Stripe's limits (stripe_emulator/faults.py), over real HTTP."""
+"""Fault injection and Stripe's limits (stripe_emulator/faults/), over real HTTP."""
 
 import subprocess
 import sys

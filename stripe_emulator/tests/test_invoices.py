@@ -1,5 +1,6 @@
 """Invoice endpoints: retrieve/list/lines, finalize, pay out of band, the expansions
-dj-stripe sends, and dj-stripe syncing the emulator's invoice."""
+dj-stripe sends (dj-stripe syncing an invoice is tested in the project's
+tests/test_emulator_djstripe.py)."""
 
 import pytest
 import stripe
@@ -88,17 +89,3 @@ def test_dj_stripe_expansions(http, draft):
         "customer", "test_helpers.test_clock")
     r = http.get("/v1/subscriptions", params={"expand[]": "data.latest_invoice"})
     assert r.json()["data"][0]["latest_invoice"]["id"] == draft.id
-
-
-@pytest.mark.django_db
-def test_dj_stripe_syncs_the_invoice(stripe_emulated, draft):
-    from djstripe.models import Invoice, LineItem
-
-    api_invoice = Invoice(id=draft.id).api_retrieve(api_key=stripe_emulated.api_key)
-    synced = Invoice.sync_from_stripe_data(api_invoice, api_key=stripe_emulated.api_key)
-    assert (synced.id, synced.status, synced.total, synced.customer.id) == (
-        draft.id, "draft", 100, draft.customer)
-    assert synced.billing_reason == "subscription_cycle"
-    line = LineItem.objects.get(id=draft.lines.data[0].id)  # the sync hook swallows errors
-    assert (line.amount, line.subscription.id) == (100, draft.parent.subscription_details
-                                                   .subscription)

@@ -1,4 +1,4 @@
-"""Products and prices: CRUD, filters, pagination, search, expansion, meter rules."""
+"""Products and prices: CRUD, filters, pagination, expansion, meter rules."""
 
 from decimal import Decimal
 
@@ -60,42 +60,6 @@ def test_pagination_errors(http):
     assert r.json()["error"]["code"] == "parameters_exclusive"
     r = http.get("/v1/products", params={"starting_after": "prod_x"})
     assert r.status_code == 404 and r.json()["error"]["param"] == "starting_after"
-
-
-def test_product_search(client):
-    client.v1.products.create({"name": "Compute seconds", "metadata": {"plan": "pro"}})
-    client.v1.products.create({"name": "Storage", "metadata": {"plan": "free"}})
-    client.v1.products.create({"name": "Compute minutes", "active": False,
-                               "metadata": {"plan": "pro"}})
-    res = client.v1.products.search({"query": "metadata['plan']:'pro' AND active:'true'"})
-    assert [p.name for p in res.data] == ["Compute seconds"]
-    assert res.object == "search_result" and res.url == "/v1/products/search"
-    res = client.v1.products.search({"query": 'name~"comp"'})
-    assert sorted(p.name for p in res.data) == ["Compute minutes", "Compute seconds"]
-    res = client.v1.products.search({"query": "name:'storage' OR metadata['plan']:'nope'"})
-    assert [p.name for p in res.data] == ["Storage"]
-    res = client.v1.products.search({"query": "-metadata['plan']:'pro'"})
-    assert [p.name for p in res.data] == ["Storage"]
-
-
-def test_search_pagination_and_errors(client, http):
-    for i in range(5):
-        client.v1.customers.create({"email": f"u{i}@example.com", "metadata": {"g": "x"}})
-    res = client.v1.customers.search({"query": "metadata['g']:'x'", "limit": 2})
-    assert len(res.data) == 2 and res.has_more and res.next_page
-    seen = [c.email for c in client.v1.customers.search(
-        {"query": "metadata['g']:'x'", "limit": 2}).auto_paging_iter()]
-    assert sorted(seen) == [f"u{i}@example.com" for i in range(5)]
-    for query, fragment in [("name:'a' AND email:'b' OR phone:'c'", "cannot be combined"),
-                            ("nosuchfield:'x'", "not a supported search field"),
-                            ("name~'ab'", "at least 3 characters"),
-                            ("name", "expected an operator")]:
-        r = http.get("/v1/customers/search", params={"query": query})
-        assert r.status_code == 400, query
-        assert fragment in r.json()["error"]["message"]
-        assert r.json()["error"]["param"] == "query"
-    r = http.get("/v1/customers/search")
-    assert r.json()["error"]["code"] == "parameter_missing"
 
 
 def test_products_features_list_is_empty(client, http):
@@ -193,7 +157,7 @@ def test_lookup_keys_are_unique_unless_transferred(client):
     assert [p.id for p in found.data] == [b.id]
 
 
-def test_price_update_list_filters_and_search(client, meter):
+def test_price_update_and_list_filters(client, meter):
     p1 = client.v1.products.create({"name": "one"})
     p2 = client.v1.products.create({"name": "two"})
     a = client.v1.prices.create({"currency": "usd", "product": p1.id, "unit_amount": 1})
@@ -212,7 +176,6 @@ def test_price_update_list_filters_and_search(client, meter):
     assert ids(client.v1.prices.list({"currency": "eur"})) == [b.id]
     assert ids(client.v1.prices.list({"recurring": {"usage_type": "metered"}})) == [c.id]
     assert ids(client.v1.prices.list({"recurring": {"meter": meter.id}})) == [c.id]
-    assert ids(client.v1.prices.search({"query": f"product:'{p2.id}' AND currency:'usd'"})) == [c.id]
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.prices.update(a.id, {"unit_amount": 5})  # prices are immutable
     assert exc.value.code == "parameter_unknown"

@@ -185,12 +185,3 @@ def test_expansions_on_subscriptions(client, http, customer, prices):
     assert r.status_code == 400 and "more than 4 levels" in r.json()["error"]["message"]
     r = http.get(f"/v1/subscriptions/{sub.id}", params={"expand[]": "items.data.nope"})
     assert r.status_code == 400
-
-
-def test_subscription_search(client, customer, prices):
-    sub = client.v1.subscriptions.create({"customer": customer.id,
-                                          "items": [{"price": prices[0].id}],
-                                          "metadata": {"tenant": "t9"}})
-    res = client.v1.subscriptions.search(
-        {"query": "metadata['tenant']:'t9' AND status:'active'"})
-    assert [s.id for s in res.data] == [sub.id]
