@@ -76,6 +76,10 @@ OPTIONS = (
     Option("STRIPE_BACKOFF_SECONDS", float, 0.5, "First backoff between attempts (exponential, with jitter).", minimum=0),
     Option("LATE_USAGE", str, "carry", "Late usage of a period whose invoice is final: carry (billed with the next period) "
            "or record (a flagged row, billed nowhere).", choices=("carry", "record")),
+    Option("REPORT_BATCH_SIZE", int, 1000, "Customers a run reads, claims, sends and settles at a time (its memory "
+           "grows with this, not with the number of customers).", minimum=1),
+    Option("REPORT_SHARDS", int, 1, "django-q2 tasks a scheduled or webhook run fans out to, by customer shard "
+           "(1: the run is one task).", minimum=1),
     Option("REPORT_INTERVAL_MINUTES", int, 60, "How often the django-q2 schedule reports usage.", minimum=1),
 )
 BY_NAME = {option.name: option for option in OPTIONS}

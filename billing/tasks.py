@@ -9,7 +9,8 @@ from ops import alerts
 
 from .errors import BillingError
 from .models import UsageReport
-from .services import usage_reporting
+from .conf import conf
+from .services import shards, usage_reporting
 from .webhooks import from_timestamp
 
 
@@ -18,11 +19,23 @@ class ReportingFailed(BillingError):
 
 
 def report_usage_on_schedule() -> str:
+    """The scheduled run: inline, or fanned out over EPSILON_REPORT_SHARDS tasks (shards.py)."""
+    if conf.REPORT_SHARDS > 1:
+        group = shards.fan_out(trigger=UsageReport.Trigger.SCHEDULE, shards=conf.REPORT_SHARDS)
+        return f"fanned out to {conf.REPORT_SHARDS} shard task(s), django-q2 group {group}"
     try:
-        result = usage_reporting.report_usage(trigger=UsageReport.Trigger.SCHEDULE)
+        result = usage_reporting.report_usage(trigger=UsageReport.Trigger.SCHEDULE, keep_outcomes=False)
     finally:  # the people in ADMINS hear of new problems, whatever the run did
         alerts.check_and_notify()
     return _summary_or_raise(result)
+
+
+def report_usage_shard(index: int, count: int, trigger: str) -> dict:
+    """One shard of a fanned-out run; its summary is the task's result (shards.assembled reads it)."""
+    try:
+        return shards.run_shard(index=index, count=count, trigger=trigger)
+    finally:
+        alerts.check_and_notify()
 
 
 def report_closed_periods(closed: list[list]) -> str:

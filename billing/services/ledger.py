@@ -565,16 +565,18 @@ def past_lease(*, lease: timedelta, customer_ids=None, now=None):
     return rows if customer_ids is None else rows.filter(customer_id__in=customer_ids)
 
 
-def claim_orphans(*, lease: timedelta, customer_ids=None) -> tuple[list[UsageReport], list[UsageReport]]:
+def claim_orphans(*, lease: timedelta, customer_ids=None, shard=None) -> tuple[list[UsageReport], list[UsageReport]]:
     """
-    Pending rows whose run died (or whose outcome was uncertain) and whose lease ran out,
-    each claimed by a conditional update so that concurrent runs never resend one
-    together: (to resend, too old to resend blindly).
+    Pending rows whose run died (or whose outcome was uncertain) and whose lease ran out
+    (of one shard's customers when given), each claimed by a conditional update so that
+    concurrent runs never resend one together: (to resend, too old to resend blindly).
     """
     now = timezone.now()
     orphans = past_lease(lease=lease, customer_ids=customer_ids, now=now)
     claimed = []
     for report in orphans.select_related("meter"):
+        if shard is not None and not shard.holds(report.customer_id):
+            continue
         if UsageReport.objects.filter(pk=report.pk, status=Status.PENDING, updated=report.updated).update(updated=now):
             claimed.append(report)
     too_old = [r for r in claimed if now - r.created > SAFE_RESEND_AGE]

@@ -25,6 +25,7 @@ customer has on a meter, and these rules decide which periods a run reports:
   report used: editing the meter changes the next period, never re-keys this one.
 """
 
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -153,18 +154,23 @@ def _json_path(relation: str, *keys: str):
     return expression
 
 
-def metered_items(*, customer_ids=None, item_ids=None):
-    """Items on a metered price of a meter Epsilon knows, live or recently ended (ItemRows)."""
+def _metered_items(*, customer_ids=None, item_ids=None):
     meters = Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE)
     items = SubscriptionItem.objects.filter(
         subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
         price__stripe_data__recurring__usage_type="metered",
         price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
-    ).order_by("subscription__customer__id", "id")
+    )
     if customer_ids is not None:
         items = items.filter(subscription__customer__id__in=customer_ids)
     if item_ids is not None:
         items = items.filter(id__in=item_ids)
+    return items
+
+
+def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
+    """Items on a metered price of a meter Epsilon knows, live or recently ended."""
+    items = _metered_items(customer_ids=customer_ids, item_ids=item_ids).order_by("subscription__customer__id", "id")
     # Aliased ("j_..."): some names are also the model's own fields.
     fields = {f"j_{name}": _json_path(*path) for name, path in _ITEM_FIELDS.items()}
     key = conf.SUBJECT_METADATA_KEY
@@ -191,6 +197,42 @@ def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> li
     mirrored = _flag_conflicts(mirrored)
     ledger = _ledger_periods(customer_ids=customer_ids, since=now - STRIPE_TIMESTAMP_MAX_AGE)
     return _unfinished(with_invoice_state(_merge(mirrored + ledger)), now=now)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """
+    One of `count` disjoint parts of the customers (by a stable hash of the id): a run
+    can be shared by several workers, each reporting the customers of its shard. The
+    ledger counts by customer, so no period is ever in two shards.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise BillingError(f"shard {self.index} of {self.count} does not exist: use 0 to {self.count - 1}")
+
+    def holds(self, customer_id: str) -> bool:
+        return zlib.crc32(customer_id.encode()) % self.count == self.index
+
+
+def customers_to_report(*, customer_ids=None, shard: Shard | None = None, now=None) -> list[str]:
+    """
+    Every customer a run may owe a report for (with a metered item, or a ledger period
+    still in Stripe's reach), sorted, of one shard when given: a run reads its targets
+    a batch of these customers at a time, so its memory does not grow with their number.
+    """
+    now = now or datetime.now(UTC)
+    with_items = _metered_items(customer_ids=customer_ids).values_list("subscription__customer__id", flat=True)
+    in_ledger = UsageReport.objects.filter(
+        period_end__gt=now - STRIPE_TIMESTAMP_MAX_AGE, meter__livemode=settings.STRIPE_LIVE_MODE
+    ).exclude(trigger=UsageReport.Trigger.RECONCILE)
+    if customer_ids is not None:
+        in_ledger = in_ledger.filter(customer_id__in=customer_ids)
+    customers = set(with_items.distinct().order_by()) | set(in_ledger.values_list("customer_id", flat=True).distinct().order_by())
+    return sorted(c for c in customers if shard is None or shard.holds(c))
 
 
 def customers_of(subscription_ids, customer_ids=None) -> list[str]:

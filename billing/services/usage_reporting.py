@@ -21,7 +21,8 @@ events (same identifiers) instead of computing new ones.
 """
 
 import logging
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,23 +81,43 @@ class ReportOutcome:
 
 @dataclass
 class RunResult:
+    """
+    What a run did: counts by status and the units sent, every outcome that did not
+    reach Stripe, and (unless `keep` is off, as for large scheduled runs, whose memory
+    must not grow with the number of customers) every outcome; `on_outcome` sees each
+    one as it is settled (the command prints them as the run goes).
+    """
+
+    keep: bool = True
+    on_outcome: Callable[["ReportOutcome"], None] | None = None
     outcomes: list[ReportOutcome] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    units_sent: Decimal = Decimal(0)
+    # Refused by Stripe or the source, or sent with an outcome still unknown.
+    failed: list[ReportOutcome] = field(default_factory=list)
+
+    def add(self, outcomes) -> None:
+        for outcome in outcomes:
+            self.counts[outcome.status] += 1
+            if outcome.status == Status.SENT:
+                self.units_sent += outcome.value
+            if outcome.status in (Status.FAILED, Status.PENDING):
+                self.failed.append(outcome)
+            if self.keep:
+                self.outcomes.append(outcome)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
 
     def count(self, status: str) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.status == status)
+        return self.counts[status]
 
     @property
-    def failed(self) -> list[ReportOutcome]:
-        """Refused by Stripe or the source, or sent with an outcome still unknown."""
-        return [o for o in self.outcomes if o.status in (Status.FAILED, Status.PENDING)]
+    def total(self) -> int:
+        return sum(self.counts.values())
 
     def summary(self) -> str:
-        counts = defaultdict(int)
-        for outcome in self.outcomes:
-            counts[outcome.status] += 1
-        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to report"
-        units = sum((o.value for o in self.outcomes if o.status == Status.SENT), Decimal(0))
-        return f"{len(self.outcomes)} report(s): {parts}; {units.to_integral_value():+} unit(s) sent to Stripe."
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()) if n) or "nothing to report"
+        return f"{self.total} report(s): {parts}; {self.units_sent.to_integral_value():+} unit(s) sent to Stripe."
 
 
 @dataclass
@@ -141,22 +162,38 @@ def report_usage(
     dry_run: bool = False,
     source=None,
     client=None,
+    shard: targets_step.Shard | None = None,
+    keep_outcomes: bool = True,
+    on_outcome: Callable[[ReportOutcome], None] | None = None,
 ) -> RunResult:
-    """Report every customer's metered usage, or that of some customers or subscriptions."""
+    """
+    Report every customer's metered usage, or that of some customers or subscriptions,
+    or of one shard of the customers (a fanned-out run, tasks.py).
+    """
     source = source or get_usage_source()
     client = client or (None if dry_run else stripe_api.get_client())
     if subscription_ids is not None:
         customer_ids = targets_step.customers_of(subscription_ids, customer_ids)
-    result = RunResult()
+    result = RunResult(keep=keep_outcomes, on_outcome=on_outcome)
     if not dry_run:
-        result.outcomes += resend_orphaned_reports(client, customer_ids=customer_ids)
+        result.add(resend_orphaned_reports(client, customer_ids=customer_ids, shard=shard))
+    customers = targets_step.customers_to_report(customer_ids=customer_ids, shard=shard)
+    size = conf.REPORT_BATCH_SIZE
+    for start in range(0, len(customers), size):
+        # One batch of customers at a time: read, totalled, claimed, sent and settled
+        # before the next is read, so the run's memory is that of one batch.
+        result.add(_report_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
+                                     client=client, dry_run=dry_run))
+    return result
+
+
+def _report_customers(customer_ids, *, as_of, trigger, source, client, dry_run) -> list[ReportOutcome]:
     owed = targets_step.current_targets(customer_ids=customer_ids)
     clock = RunClock.for_targets(owed, client, as_of=as_of)
     if not dry_run:
-        owed = _roll_ended_periods(client, owed, clock, customer_ids=customer_ids)
+        owed = _roll_ended_periods(client, owed, clock)
         owed = _with_finalized_invoices(client, owed, clock)
-    result.outcomes += report_targets(owed, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run)
-    return result
+    return report_targets(owed, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run)
 
 
 def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> RunResult:
@@ -172,7 +209,7 @@ def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> 
         return result
     client = client or stripe_api.get_client()
     clock = RunClock.for_targets(owed, client)
-    result.outcomes += report_targets(owed, clock=clock, trigger=trigger, source=source or get_usage_source(), client=client)
+    result.add(report_targets(owed, clock=clock, trigger=trigger, source=source or get_usage_source(), client=client))
     return result
 
 
@@ -239,13 +276,13 @@ def send_report(report: UsageReport, client) -> None:
     send_reports([report], client)
 
 
-def resend_orphaned_reports(client, *, customer_ids=None) -> list[ReportOutcome]:
+def resend_orphaned_reports(client, *, customer_ids=None, shard=None) -> list[ReportOutcome]:
     """
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
     the same identifier, which Stripe deduplicates within 24 hours.
     """
     lease = conf.pending_lease
-    resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids)
+    resend, too_old = ledger.claim_orphans(lease=lease, customer_ids=customer_ids, shard=shard)
     send_reports(resend, client)
     resolved = [_resolved_or_left(report, client) for report in too_old]
     return [_outcome_of(report) for report in resend + resolved]
@@ -276,7 +313,7 @@ def _outcome_of(report: UsageReport) -> ReportOutcome:
     )
 
 
-def _roll_ended_periods(client, owed, clock, *, customer_ids) -> list[ReportTarget]:
+def _roll_ended_periods(client, owed, clock) -> list[ReportTarget]:
     """
     A live item whose mirrored period has ended is refreshed from Stripe, so its new
     period is reported too even if the webhook saying so has not arrived; the ended

@@ -1,0 +1,113 @@
+"""
+Large runs: a run reads, claims, sends and settles a batch of customers at a time, the
+ledger writes each batch in bulk, and shards of the customers together report each
+customer exactly once. Asserted on what Stripe's meter holds, per customer.
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from billing.errors import BillingError
+from billing.models import UsageReport
+from billing.services import stripe_setup, stripe_sync, usage_reporting
+from billing.services.targets import Shard, customers_to_report
+from tests.usage_doubles import RecordedUsage
+
+CUSTOMERS = 7
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture
+def fleet(stripe_emulated):
+    """Customers subscribed two days ago, each with its own usage (3.5 + n units)."""
+    emulator = stripe_emulated
+    real_now = int(time.time())
+    started = datetime.fromtimestamp(real_now, UTC) - timedelta(days=2)
+    emulator.set_time(int(started.timestamp()), freeze=True)
+    stripe_setup.ensure_epsilon_objects()
+    client = emulator.client()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    source, customers = RecordedUsage(), []
+    for n in range(CUSTOMERS):
+        customer = client.v1.customers.create({"email": f"fleet{n}@example.com"})
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        stripe_sync.sync_customer(customer)
+        stripe_sync.sync_subscription(subscription)
+        source.add(customer.id, started + timedelta(hours=3), Decimal("3.5") + n)
+        customers.append(customer.id)
+    emulator.set_time(real_now, freeze=False)
+    return emulator, source, customers
+
+
+def run(source, **options):
+    return usage_reporting.report_usage(trigger=UsageReport.Trigger.COMMAND, source=source, **options)
+
+
+def stripe_totals(emulator, customers) -> dict:
+    return {c: Decimal(emulator.meter_event_totals(customer=c)["total"]) for c in customers}
+
+
+def whole_units_used(customers) -> dict:
+    return {c: Decimal(3 + n) for n, c in enumerate(customers)}  # 3.5 + n, rounded down
+
+
+def inserts_and_updates(queries) -> tuple[int, int]:
+    sql = [q["sql"] for q in queries.captured_queries]
+    inserts = sum(s.startswith('INSERT INTO "billing_usagereport"') for s in sql)
+    updates = sum(s.startswith('UPDATE "billing_usagereport"') for s in sql)
+    return inserts, updates
+
+
+def test_a_run_in_batches_reports_every_customer_exactly(fleet, settings):
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": 3}
+    result = run(source)
+    assert result.count(UsageReport.Status.SENT) == CUSTOMERS
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)
+    again = run(source)  # nothing new: nothing sent, each customer's period skipped once
+    assert again.count(UsageReport.Status.SKIPPED) == CUSTOMERS
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)
+
+
+@pytest.mark.parametrize("batch_size, batches", [(100, 1), (3, 3)])
+def test_the_ledger_writes_each_batch_in_bulk_not_per_customer(fleet, settings, batch_size, batches):
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": batch_size}
+    with CaptureQueriesContext(connection) as queries:
+        run(source)
+    # One INSERT of a batch's rows, one UPDATE settling its sent rows: per batch, not per customer.
+    assert inserts_and_updates(queries) == (batches, batches)
+    assert UsageReport.objects.filter(status=UsageReport.Status.SENT).count() == CUSTOMERS
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)
+
+
+def test_shards_split_the_customers_and_together_report_each_once(fleet):
+    emulator, source, customers = fleet
+    halves = [customers_to_report(shard=Shard(index, 2)) for index in range(2)]
+    assert sorted(halves[0] + halves[1]) == sorted(customers) and not set(halves[0]) & set(halves[1])
+    assert all(halves), "seven customers fall into both shards"
+    results = [run(source, shard=Shard(index, 2)) for index in range(2)]
+    reported = [{o.target.customer_id for o in r.outcomes if o.status == UsageReport.Status.SENT} for r in results]
+    assert reported == [set(h) for h in halves]
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)
+    assert run(source).count(UsageReport.Status.SENT) == 0  # a run over all customers finds nothing new
+
+
+def test_a_run_that_keeps_no_outcomes_still_counts_and_streams_them(fleet):
+    emulator, source, customers = fleet
+    lines = []
+    result = run(source, keep_outcomes=False, on_outcome=lambda o: lines.append(o.line()))
+    assert result.outcomes == [] and result.total == CUSTOMERS == len(lines)
+    assert result.units_sent == sum(whole_units_used(customers).values())
+    assert all("status: sent" in line for line in lines)
+    assert result.summary() == f"{CUSTOMERS} report(s): {CUSTOMERS} sent; +{result.units_sent} unit(s) sent to Stripe."
+
+
+def test_a_shard_that_does_not_exist_is_refused():
+    with pytest.raises(BillingError, match="shard 2 of 2 does not exist"):
+        Shard(2, 2)
