@@ -371,21 +371,19 @@ def create_preview(ctx):
                                  "invoice preview.", param=name)
     customer_id = ctx.str("customer")
     sub_id = ctx.str("subscription")
-    if customer_id is None and sub_id is None:
-        raise errors.missing_param("customer")
     if customer_id is not None:
         fetch(ctx, customer_id, "customer", "customer", param="customer")
-    sub = None
-    if sub_id is not None:
-        sub = fetch(ctx, sub_id, "subscription", "subscription", param="subscription")
-        if customer_id is not None and sub["customer"] != customer_id:
-            raise InvalidRequest(f"The subscription {sub_id} does not belong to customer "
-                                 f"{customer_id}.", param="subscription")
-        customer_id = sub["customer"]
-    # Basil: a customer alone previews its pending invoice items, of which the
-    # emulator has none outside subscriptions.
-    if sub is None:
+    if sub_id is None:
+        if customer_id is None:
+            raise errors.missing_param("customer")
+        # Basil: a customer alone previews its pending invoice items, of which the
+        # emulator has none outside subscriptions.
         raise _no_upcoming(customer_id)
+    sub = fetch(ctx, sub_id, "subscription", "subscription", param="subscription")
+    if customer_id not in (None, sub["customer"]):
+        raise InvalidRequest(f"The subscription {sub_id} does not belong to customer "
+                             f"{customer_id}.", param="subscription")
+    customer_id = sub["customer"]
     billing_cycle.settle_customer(ctx.store, customer_id)
     invoice = billing_cycle.upcoming_invoice(
         ctx.store, ctx.store.get(sub_id, "subscription"),

@@ -151,3 +151,14 @@ def test_missing_or_unknown_customer(client, http):
     r = http.post("/v1/invoices/create_preview",
                   data={"customer": "cus_nope", "subscription_details[items][0][price]": "x"})
     assert r.status_code == 400 and "not supported" in r.json()["error"]["message"]
+
+
+def test_subscription_of_another_customer(client, price, clock):
+    sub = subscribe(client, price, clock)
+    other = client.v1.customers.create({"name": "Other"})
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.invoices.create_preview(params={"customer": other.id, "subscription": sub.id})
+    assert (exc.value.http_status, exc.value.param) == (400, "subscription")
+    # The subscription alone names its customer.
+    assert client.v1.invoices.create_preview(
+        params={"subscription": sub.id}).customer == sub.customer
