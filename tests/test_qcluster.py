@@ -20,9 +20,11 @@ from django_q.conf import Conf
 from django_q.scheduler import scheduler
 
 from billing.models import UsageReport
+from billing.services import shards
 from billing.services.schedules import ensure_report_schedule
 from embedded_meter import services as meter_services
 from tests.factories import execution
+from tests.test_concurrent_reporters import assert_stripe_matches_the_source, fleet, reporter_env  # noqa: F401 (fleet: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -76,3 +78,32 @@ def stop(cluster: subprocess.Popen) -> str:
     os.killpg(cluster.pid, signal.SIGKILL)  # its graceful stop takes 20 s; nothing is left to finish
     out, _ = cluster.communicate()
     return out
+
+
+def test_a_run_fanned_out_over_two_qcluster_workers_reports_each_customer_once(fleet, monkeypatch):
+    """Two `qcluster` processes share one run by customer shard; the summary is assembled from both."""
+    emulator, customers, started = fleet
+    env = {
+        **reporter_env(emulator),
+        "EPSILON_PENDING_LEASE_SECONDS": "300",  # nobody's rows are orphans here
+        "Q_WORKERS": "1",
+        "Q_REDIS_URL": "",
+        "Q_CLUSTER_NAME": f"epsilon-shards-{os.getpid()}",
+    }
+    for name in ("PREFIX", "CLUSTER_NAME"):
+        monkeypatch.setattr(Conf, name, env["Q_CLUSTER_NAME"])
+    clusters = [
+        subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        for _ in range(2)
+    ]
+    try:
+        run = shards.fan_out_and_wait(trigger=UsageReport.Trigger.COMMAND, shards=2, wait=120)
+    finally:
+        outputs = [stop(cluster) for cluster in clusters]
+    assert run.finished and not run.crashed, outputs
+    assert run.done == {0, 1} and run.failed_count == 0
+    assert run.run.count(UsageReport.Status.SENT) == len(customers)
+    assert_stripe_matches_the_source(emulator, customers, started)
+    # Each customer's period was claimed once: one sent row each, by one shard.
+    assert UsageReport.objects.filter(status="sent").count() == len(customers)
