@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo demo-cycle emulator emulator-stop migrate admin-user run serve test test-sqlite test-postgres clean
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt stripe_emulator/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
