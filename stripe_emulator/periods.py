@@ -7,18 +7,12 @@ then Mar 31, Apr 30, ... as Stripe does.
 
 from __future__ import annotations
 
-import calendar
 from datetime import datetime, timezone
 from typing import Tuple
 
+from dateutil.relativedelta import relativedelta
+
 _SECONDS = {"day": 86400, "week": 7 * 86400}
-
-
-def _add_months(dt: datetime, months: int) -> datetime:
-    total = dt.month - 1 + months
-    year, month = dt.year + total // 12, total % 12 + 1
-    day = min(dt.day, calendar.monthrange(year, month)[1])
-    return dt.replace(year=year, month=month, day=day)
 
 
 def boundary(anchor: int, interval: str, count: int, n: int) -> int:
@@ -27,7 +21,7 @@ def boundary(anchor: int, interval: str, count: int, n: int) -> int:
         return anchor + n * count * _SECONDS[interval]
     dt = datetime.fromtimestamp(anchor, tz=timezone.utc)
     months = n * count * (12 if interval == "year" else 1)
-    return int(_add_months(dt, months).timestamp())
+    return int((dt + relativedelta(months=months)).timestamp())  # day clamped to the month
 
 
 def period_containing(anchor: int, interval: str, count: int, t: int) -> Tuple[int, int]:
