@@ -29,6 +29,14 @@ def send(http, customer, identifier, key=None, **kw):
     return http.post(ME, data=event(customer, identifier, **kw), headers=headers)
 
 
+def create_event(client, customer, identifier, *, key, value="1"):
+    """One meter event through stripe-python, under an idempotency key."""
+    return client.v1.billing.meter_events.create(
+        {"event_name": "execution_seconds", "identifier": identifier,
+         "payload": {"stripe_customer_id": customer.id, "value": value}},
+        {"idempotency_key": key})
+
+
 def count(stripe_emulator, meter):
     return stripe_emulator.meter_event_totals(meter=meter.id)["count"]
 
@@ -40,10 +48,7 @@ def test_injected_429_is_stripes_rate_limit_error_and_records_nothing(
         stripe_emulator, client, http, meter, customer):
     stripe_emulator.set_faults(rate_429=1.0)
     with pytest.raises(stripe.RateLimitError) as exc:
-        client.v1.billing.meter_events.create(
-            {"event_name": "execution_seconds", "identifier": "r1",
-             "payload": {"stripe_customer_id": customer.id, "value": "1"}},
-            {"idempotency_key": "k429"})
+        create_event(client, customer, "r1", key="k429")
     e = exc.value
     assert e.http_status == 429
     assert e.headers["Stripe-Rate-Limited-Reason"] == "global-rate"
@@ -79,10 +84,7 @@ def test_injected_500_records_nothing_and_is_replayed_under_its_key(
         stripe_emulator, client, http, meter, customer):
     stripe_emulator.set_faults(rate_500=1.0)
     with pytest.raises(stripe.APIError) as exc:
-        client.v1.billing.meter_events.create(
-            {"event_name": "execution_seconds", "identifier": "f1",
-             "payload": {"stripe_customer_id": customer.id, "value": "1"}},
-            {"idempotency_key": "k500"})
+        create_event(client, customer, "f1", key="k500")
     assert exc.value.http_status == 500
     assert exc.value.json_body["error"]["type"] == "api_error"
     assert exc.value.headers["Stripe-Should-Retry"] == "false"
@@ -105,10 +107,7 @@ def test_lost_response_records_once_and_the_client_cannot_tell(
         stripe_emulator, client, http, meter, customer):
     stripe_emulator.set_faults(rate_lost=1.0)
     with pytest.raises(stripe.APIConnectionError):
-        client.v1.billing.meter_events.create(
-            {"event_name": "execution_seconds", "identifier": "l1",
-             "payload": {"stripe_customer_id": customer.id, "value": "7"}},
-            {"idempotency_key": "klost"})
+        create_event(client, customer, "l1", value="7", key="klost")
     assert count(stripe_emulator, meter) == 1
     stripe_emulator.set_faults(rate_lost=0.0)
     # The same key replays the stored 200; a new key finds the identifier taken.
