@@ -7,6 +7,7 @@ A path is parsed once into a tuple of keys, which the database expressions
 agree on what a path means.
 """
 
+import functools
 import re
 
 _SEGMENT = re.compile(
@@ -17,6 +18,7 @@ _SEGMENT = re.compile(
 MISSING = object()
 
 
+@functools.lru_cache(maxsize=256)  # pure; ingest parses each meter's path per event
 def parse(path: str) -> tuple[str, ...]:
     """The keys of `path`, or ValueError naming what is unsupported."""
     if not isinstance(path, str) or not path.startswith("$"):
