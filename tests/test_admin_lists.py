@@ -10,6 +10,8 @@ import pytest
 from django.urls import reverse
 from djstripe.models import Customer
 
+from billing.models import UsageReport
+
 from tests.admin_helpers import patch_source
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +57,7 @@ def test_the_audit_list_shows_who_period_value_status_and_trigger(admin_client, 
     start = billing.period.start
     assert re.search(rf'<span class="epsilon-period">{start:%Y-%m-%d %H:%M} → \d\d-\d\d \d\d:\d\d</span>', html)
     assert "1 unit = 1 billed second of execution" in html
+    assert UsageReport.objects.get().price_id.startswith("price_")  # the Stripe id, not the mirror's row id
 
 
 def test_customer_and_subscription_lists_lead_with_usage_estimate_and_state(admin_client, billing, source):

@@ -175,7 +175,7 @@ def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
     fields = {f"j_{name}": _json_path(*path) for name, path in _ITEM_FIELDS.items()}
     key = conf.SUBJECT_METADATA_KEY
     fields["j_subject_metadata"] = _json_path("subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
-    rows = items.values("id", "price_id", "subscription_id", j_customer_id=F("subscription__customer__id"), **fields)
+    rows = items.values("id", "subscription_id", j_price_id=F("price__id"), j_customer_id=F("subscription__customer__id"), **fields)
     return [ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows]
 
 
