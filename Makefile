@@ -63,7 +63,7 @@ test-sqlite: install browser
 
 # The emulator's own tests (stripe_emulator/tests) use no database: the SQLite pass runs them.
 test-postgres: install browser
-	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest --ignore=stripe_emulator/tests $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/pytest -o testpaths=tests $(PYTEST_ARGS)
 
 clean: emulator-stop
 	rm -rf var
