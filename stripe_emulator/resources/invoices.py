@@ -182,7 +182,8 @@ def build_draft(store, sub: dict, items, *, created: int, billing_reason: str,
                 closed_end=None, new_periods=None, period=None, invoice_id=None,
                 line_prefix: str = "il"):
     """The draft invoice a subscription would get, or None if it would have no line.
-    Nothing is written: `draft_for_subscription` stores it, `preview` shows it.
+    Nothing is written: `store_draft` keeps it (the billing cycle), the invoice
+    preview (`billing_cycle.upcoming_invoice`) only shows it.
 
     * metered items bill their un-invoiced usage up to `closed_end` (if given);
     * licensed items bill `new_periods[item id]` in advance (if given);
