@@ -46,9 +46,12 @@ def test_customer_page_shows_usage_stripe_total_estimate_and_next_run(admin_clie
     html = change_page(admin_client, "customer", Customer.objects.get()).content.decode()
 
     assert figure(html, "used").startswith("42 units 42.75 exactly")
-    assert figure(html, "at-stripe").startswith("40 units last sent")
+    assert figure(html, "at-stripe").startswith("40 units Stripe's meter summary, read ")
+    assert "ledger sent 40 units: in agreement" in figure(html, "at-stripe")
     assert figure(html, "unsent").startswith("2 units next scheduled report: 2031-01-02 03:04 UTC")
-    assert figure(html, "estimate") == "$4.20 at $0.10 per unit; $4.00 for what Stripe has"
+    # Stripe's preview bills what its meter holds (40); all usage so far at the price is 42.75 -> 42 units.
+    assert figure(html, "estimate").startswith("$4.00 Stripe's preview, for the period to ")
+    assert figure(html, "estimate").endswith("$4.20 for all usage so far at $0.10 per unit")
     assert figure(html, "last-report").startswith("✓ Sent #1")
     assert 'id="report-usage-now"' in html
     assert 'href="https://dashboard.stripe.com/test/customers/' + billing.customer_id + '"' in html

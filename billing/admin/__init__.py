@@ -21,6 +21,7 @@ from djstripe.models import Customer, Price, Product, Subscription
 
 from ..models import Meter, PeriodReconciliation, ReportDecision, UsageReport
 from . import selectors as admin_selectors
+from . import stripe_reads
 from . import views as admin_views
 from .actions import (
     CsvExportMixin,
@@ -463,10 +464,19 @@ class UsageColumnsMixin(StripeLinkMixin):
         if obj is None:
             return context
         opts = self.model._meta
+        refresh = request.GET.get("stripe") == "refresh"  # the operator asks for fresh figures
+        usages = admin_selectors.item_usages(**{self.report_usage_scope: [obj.id]}, charts=True)
+        stripe_reads.add_stripe_figures(usages, refresh=refresh)
+        previews = stripe_reads.invoice_previews([u.target for u in usages], refresh=refresh)
+        for usage in usages:
+            usage.preview = previews.get(usage.target.subscription_id)
+        customer_id = obj.id if isinstance(obj, Customer) else (obj.customer.id if obj.customer else "")
         return {
             **context,
             "epsilon_usage_panel": True,
-            "epsilon_usages": admin_selectors.item_usages(**{self.report_usage_scope: [obj.id]}, charts=True),
+            "epsilon_usages": usages,
+            "epsilon_invoices": stripe_reads.invoice_history(customer_id) if customer_id else [],
+            "epsilon_refresh_url": f"{request.path}?stripe=refresh",
             "epsilon_schedule": admin_selectors.schedule_state(),
             "epsilon_report_url": (
                 reverse(f"admin:{opts.app_label}_{opts.model_name}_report_usage", args=[obj.pk])

@@ -23,6 +23,7 @@ from epsilon.timewindows import WINDOWS
 from ..models import PeriodReconciliation, UsageReport
 from ..services import targets as selectors
 from ..services.ledger import SAFE_RESEND_AGE
+from ..services.reconciliation import DEFAULT_SETTLE_DELAY
 from ..services.periods import AlignedPeriod
 from ..services.schedules import SCHEDULE_FUNC, SCHEDULE_NAME
 from ..services.targets import ReportTarget
@@ -97,6 +98,9 @@ class ItemUsage:
     currency: str
     reconciliation: PeriodReconciliation | None = None
     charts: list[UsageChart] = field(default_factory=list)
+    # Stripe's own figures, on a change page (stripe_reads): its meter total and invoice preview.
+    stripe: object | None = None
+    preview: object | None = None
 
     @property
     def used_units(self) -> Decimal | None:
@@ -118,6 +122,19 @@ class ItemUsage:
         if self.unit_amount_cents is None:
             return None
         return self.ledger.sent_units * self.unit_amount_cents
+
+    @property
+    def stripe_drift(self) -> Decimal | None:
+        """Stripe's meter total minus what the ledger sent (+ Stripe holds more), when Stripe was read."""
+        if self.stripe is None or self.stripe.units is None:
+            return None
+        return self.stripe.units - self.ledger.sent_units
+
+    @property
+    def stripe_may_lag(self) -> bool:
+        """Whether Stripe's summary may not count the latest report yet: its summaries lag behind events."""
+        last = self.ledger.last_sent_at
+        return bool(last and timezone.now() - last < DEFAULT_SETTLE_DELAY)
 
     @property
     def unit_price(self) -> str:
@@ -255,7 +272,7 @@ def money(cents: Decimal | None, currency: str) -> str:
     """Cents as an amount to show, rounded to the cent as Stripe rounds invoice lines."""
     if cents is None:
         return "-"
-    amount = (cents / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    amount = (Decimal(cents) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if currency == "usd":
         return f"-${-amount:,}" if amount < 0 else f"${amount:,}"
     return f"{amount:,} {currency.upper()}".strip()

@@ -32,6 +32,11 @@ def stripe_link(stripe_id, livemode=None, label=None):
     return admin_display.stripe_link(stripe_id, livemode, label)
 
 
+@register.simple_tag
+def unit_help():
+    return admin_display.UNIT_HELP
+
+
 @register.filter
 def units(value):
     """A usage figure without trailing zeros, with thousands separators: 1128.000000 -> 1,128."""
