@@ -172,3 +172,32 @@ def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_em
     # The rest: meters, products (and each product's features), prices, the account.
     assert len(requests) <= 10
     assert djstripe_models.SubscriptionItem.objects.filter(price__id=price.id).count() == 120
+
+
+def test_what_the_bulk_path_cannot_resolve_goes_through_dj_stripe(stripe_emulated):
+    from billing.services import stripe_mirror, stripe_sync
+
+    client = stripe_api.get_client().v1
+    price = metered_price(client)
+    customer = client.customers.create({"email": "late@example.com"})
+    subscription = client.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    call_command("sync_stripe", stdout=StringIO())
+    item = djstripe_models.SubscriptionItem.objects.values().get()
+    djstripe_models.Price.objects.filter(id=price.id).delete()  # and, with it, the item
+    assert not djstripe_models.SubscriptionItem.objects.exists()
+
+    by_dj_stripe = []
+
+    def sync_one(stripe_subscription):
+        by_dj_stripe.append(stripe_subscription.id)
+        stripe_sync.sync_subscription(stripe_subscription)
+
+    page = client.subscriptions.list({"limit": 100}).data
+    stripe_mirror.mirror_subscriptions(page, sync_one=sync_one, after=lambda *_: None)
+
+    # The item's price was not mirrored: dj-stripe made it from the item's embedded price.
+    assert by_dj_stripe == [subscription.id]
+    again = djstripe_models.SubscriptionItem.objects.values().get()
+    assert djstripe_models.Price.objects.get(id=price.id).pk == again["price_id"]
+    changed = {"price_id"} | BOOKKEEPING
+    assert {k: v for k, v in again.items() if k not in changed} == {k: v for k, v in item.items() if k not in changed}

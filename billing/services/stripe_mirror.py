@@ -173,45 +173,44 @@ def mirror_subscriptions(page: Sequence, *, sync_one: Callable, after: Callable)
     before (item id -> price id). Returns their ids.
     """
     subscription_model, item_model = djstripe_models.Subscription, djstripe_models.SubscriptionItem
-    datas = [plain(s) for s in page]
-    one_by_one = [obj for obj, data in zip(page, datas) if needs_dj_stripe(data)]
-    bulk = [data for obj, data in zip(page, datas) if not needs_dj_stripe(data)]
+    pairs = [(obj, plain(obj)) for obj in page]
+    one_by_one = [obj for obj, data in pairs if needs_dj_stripe(data)]
+    bulk = [(obj, data) for obj, data in pairs if not needs_dj_stripe(data)]
     with transaction.atomic():
         if bulk:
-            before: dict[str, dict[str, str]] = {d["id"]: {} for d in bulk}
+            before: dict[str, dict[str, str]] = {data["id"]: {} for _, data in bulk}
             for sub_id, item_id, price_id in item_model.objects.filter(
                 subscription__id__in=list(before)
             ).values_list("subscription_id", "id", "price__id"):
                 before[sub_id][item_id] = price_id
-            items = [i for d in bulk for i in d["items"]["data"]]
             related = Related()
-            related.fetch(subscription_model, bulk)
-            related.fetch(item_model, items)
-            owner = owner_account(subscription_model, bulk[0])
-            records, item_records, written = [], [], []
-            for obj, data in ((o, d) for o, d in zip(page, datas) if not needs_dj_stripe(d)):
+            related.fetch(subscription_model, [data for _, data in bulk])
+            related.fetch(item_model, [item for _, data in bulk for item in data["items"]["data"]])
+            owner = owner_account(subscription_model, bulk[0][1])
+            records, written = [], []
+            for obj, data in bulk:
                 try:
                     records.append(record(subscription_model, data, related=related, owner=owner))
-                except NotMirrored:
+                    written.append((obj, data))
+                except NotMirrored:  # e.g. a customer not mirrored yet: dj-stripe fetches it
                     one_by_one.append(obj)
-                    continue
-                written.append(data)
             related.add(upsert(subscription_model, records))
-            for data in written:
+            item_records, done = [], []
+            for obj, data in written:
                 try:
                     item_records += [
                         record(item_model, item, related=related, owner=owner) for item in data["items"]["data"]
                     ]
+                    done.append(data)
                 except NotMirrored:  # a price not mirrored yet: dj-stripe creates it
-                    one_by_one.append(next(o for o, d in zip(page, datas) if d is data))
-                    written.remove(data)
+                    one_by_one.append(obj)
             mirrored_items = upsert(item_model, item_records)
             # dj-stripe sets each item's tax rates (none here): clear what an item had.
             item_model.tax_rates.through.objects.filter(
                 subscriptionitem__in=[i.pk for i in mirrored_items]
             ).delete()
-            for data in written:
+            for data in done:
                 after(data, before[data["id"]])
         for obj in one_by_one:
             sync_one(obj)
-    return [d["id"] for d in datas]
+    return [data["id"] for _, data in pairs]
