@@ -23,7 +23,9 @@ Steps (see bench/README.md, "Embedded meter"):
   3. ingest:      batches of --batch-size events through POST /api/v1/events (Django's test
                   Client, in-process), through `ingest_events` directly, over real HTTP
                   against `manage.py runserver` (unless --no-http), and the same batches
-                  re-sent (the dedupe path).
+                  re-sent (the dedupe path). On PostgreSQL inserts go through COPY; the
+                  test Client path is measured again with the ORM's insert for comparison
+                  (unless --no-orm-comparison).
 Wall times are medians of --runs runs. Results: a table on stdout and
 var/bench/embedded_meter-<db>.json.
 """
@@ -76,6 +78,8 @@ def parse_args():
     parser.add_argument("--keep-events", action="store_true",
                         help="skip truncate and load if exactly the events this run would load are stored")
     parser.add_argument("--no-http", action="store_true", help="skip ingest over real HTTP (runserver)")
+    parser.add_argument("--no-orm-comparison", action="store_true",
+                        help="PostgreSQL: skip POST /api/v1/events with the ORM insert in place of COPY")
     parser.add_argument("--port", type=int, default=12198, help="runserver port for ingest over real HTTP")
     parser.add_argument("--skip", nargs="*", default=[], choices=["aggregation", "ingest", "query-all"],
                         help="steps to leave out")
@@ -424,11 +428,26 @@ def measure_ingest(args) -> dict:
         for batch in batches:
             ingest_events(batch)
 
+    def orm_insert(send):
+        """The same sender with the ORM's multi-row insert instead of COPY (PostgreSQL)."""
+        from embedded_meter import services
+
+        def sender(payload):
+            vendors, services.COPY_VENDORS = services.COPY_VENDORS, ()
+            try:
+                send(payload)
+            finally:
+                services.COPY_VENDORS = vendors
+
+        return sender
+
     paths = {
         # (sender, whether it takes serialized bodies)
         "http_test_client": (post_client, True),
         "ingest_events": (direct, False),
     }
+    if args.db == "postgres" and not args.no_orm_comparison:
+        paths["http_test_client_orm_insert"] = (orm_insert(post_client), True)
     server = None
     if not args.no_http:
         server = start_runserver(args)
