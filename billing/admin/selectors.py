@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule, Task
 from djstripe.models import Price, Subscription
 
-from epsilon.timewindows import WINDOWS
+from epsilon.timewindows import WINDOWS, floor_to_window
 
 from ..models import PeriodReconciliation, UsageReport
 from ..services import targets as selectors
@@ -86,6 +86,16 @@ class UsageChart:
 
 
 @dataclass
+class WindowRow:
+    """One window of the current period with usage, and the report that first counted it."""
+
+    start: datetime
+    end: datetime
+    value: Decimal
+    report: UsageReport | None
+
+
+@dataclass
 class ItemUsage:
     """One metered subscription item in its current period: source, ledger, price."""
 
@@ -101,6 +111,8 @@ class ItemUsage:
     # Stripe's own figures, on a change page (stripe_reads): its meter total and invoice preview.
     stripe: object | None = None
     preview: object | None = None
+    # The current period per window of the meter (only windows with usage), on a change page.
+    windows: list[WindowRow] = field(default_factory=list)
 
     @property
     def used_units(self) -> Decimal | None:
@@ -160,10 +172,12 @@ def item_usages(*, customer_ids=None, subscription_ids=None, as_of=None, charts=
         return []
     previous = previous_periods(targets) if charts else {}
     chart_plans = {t: _chart_plans(t, as_of, previous.get(t.subscription_item_id)) for t in targets} if charts else {}
+    window_plans = {t: _window_requests(t, as_of) for t in targets} if charts else {}
     requests = defaultdict(set)
     for target in targets:
         if target.subject:
             wanted = [_period_request(target, as_of)] + [r for p in chart_plans.get(target, []) for r in p["requests"]]
+            wanted += window_plans.get(target, [])
             requests[target.meter].update(r for r in wanted if r.end > r.start)
     totals, errors = fetch_totals(requests)
 
@@ -187,6 +201,8 @@ def item_usages(*, customer_ids=None, subscription_ids=None, as_of=None, charts=
             reconciliation=reconciliations.get((target.customer_id, target.meter.id, target.period.start)),
         )
         usage.charts = [_chart(plan, target, totals, error) for plan in chart_plans.get(target, [])]
+        if target in window_plans and not error:
+            usage.windows = window_rows(target, window_plans[target], totals)
         usages.append(usage)
     return usages
 
@@ -327,6 +343,34 @@ def _chart(plan, target: ReportTarget, totals, error: str) -> UsageChart:
         for (start, end), request in zip(plan["bounds"], plan["requests"])
     ]
     return UsageChart(plan["title"], plan["period"], chart_bucket(plan["period"]), [] if error else bars, error)
+
+
+def _window_requests(target: ReportTarget, as_of) -> list[UsageRequest]:
+    """One request per meter window of the current period up to its last whole window (the first may be short)."""
+    period, until = target.period, target.period.usage_until(as_of)
+    step = WINDOWS[period.window_size]
+    requests, start = [], period.start
+    while start < until:
+        end = min(floor_to_window(start, period.window_size) + step, until)
+        requests.append(UsageRequest(target.subject or "", start, end))
+        start = end
+    return requests
+
+
+def window_rows(target: ReportTarget, requests, totals) -> list[WindowRow]:
+    """Windows with usage, newest first, each with the first report that counted it (sent or nothing new)."""
+    reports = list(
+        UsageReport.objects.filter(
+            REPORTED, meter=target.meter, customer_id=target.customer_id, billing_start=target.period.billing_start
+        ).order_by("sequence")
+    )
+    rows = []
+    for request in requests:
+        value = totals.get((target.meter.id, request), Decimal(0))
+        if value:
+            report = next((r for r in reports if r.usage_until >= request.end), None)
+            rows.append(WindowRow(request.start, request.end, value, report))
+    return rows[::-1]
 
 
 def previous_periods(targets) -> dict[str, AlignedPeriod]:

@@ -6,9 +6,10 @@ from django.views.generic import TemplateView
 
 from ..models import UsageReport
 from . import selectors as admin_selectors
+from .charts import Frame, Segment, bar_chart
 
 Status = UsageReport.Status
-CHART_W, CHART_H, CHART_LEFT, CHART_TOP, CHART_BOTTOM = 720, 160, 36, 8, 28
+HOURS_FRAME = Frame(width=720, height=170, left=40, right=8, top=20, bottom=28)
 # Stacked bottom to top, in this order.
 STACK = [Status.SENT, Status.SKIPPED, Status.CARRIED, Status.LATE, Status.PENDING, Status.REJECTED, Status.FAILED]
 
@@ -33,6 +34,8 @@ class BillingOverview(TemplateView):
             "media": self.model_admin.media,
             "overview": overview,
             "hour_bars": hour_bars(overview),
+            "hours_desc": f"{len(overview.hours)} hours from {overview.since:%Y-%m-%d %H:%M} UTC; "
+                          f"at most {overview.max_hourly} report(s) in one hour.",
             "audit_url": audit,
             "reconciliation_url": reverse("admin:billing_periodreconciliation_changelist"),
             "status_links": {s: f"{audit}?status__exact={s}" for s in Status.values},
@@ -41,28 +44,16 @@ class BillingOverview(TemplateView):
 
 
 def hour_bars(overview) -> dict:
-    """Stacked bars of the reports written per hour, by status, as SVG geometry."""
-    plot_w, plot_h = CHART_W - CHART_LEFT - 8, CHART_H - CHART_TOP - CHART_BOTTOM
-    slot = plot_w / max(1, len(overview.hours))
-    top = overview.max_hourly
-    bars, labels = [], []
-    for i, hour in enumerate(overview.hours):
-        y = CHART_TOP + plot_h
-        for status in STACK:
-            n = hour.counts.get(status, 0)
-            if not n:
-                continue
-            height = n / top * plot_h
-            y -= height
-            bars.append({
-                "x": round(CHART_LEFT + i * slot + 1, 2), "y": round(y, 2),
-                "width": round(max(slot - 2, 1), 2), "height": round(height, 2),
-                "status": status, "count": n, "hour": hour.hour,
-            })
-        if i % 6 == 0:
-            labels.append({"x": round(CHART_LEFT + i * slot + slot / 2, 2), "text": hour.hour.strftime("%d %H:00")})
-    return {
-        "bars": bars, "labels": labels, "top": top, "width": CHART_W, "height": CHART_H,
-        "left": CHART_LEFT, "axis_y": CHART_TOP + plot_h, "axis_right": CHART_LEFT + plot_w,
-        "label_y": CHART_TOP + plot_h + 16, "top_y": CHART_TOP,
-    }
+    """The reports written per hour, stacked by status, drawn by the admin's one chart renderer."""
+    columns = [
+        [
+            Segment(hour.counts[status], f"hour-bar bar-{status}", f"{hour.hour:%Y-%m-%d %H:%M} UTC: {hour.counts[status]} {status}",
+                    {"status": status, "count": hour.counts[status]})
+            for status in STACK if hour.counts.get(status)
+        ]
+        for hour in overview.hours
+    ]
+    return bar_chart(
+        columns=columns, slots=len(overview.hours), unit="reports", frame=HOURS_FRAME, fill=0.85,
+        x_labels=[f"{hour.hour:%d %H:00}" for hour in overview.hours],
+    )

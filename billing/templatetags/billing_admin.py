@@ -1,19 +1,15 @@
-"""Template tags of the billing admin: usage charts drawn as server-side SVG, badges, money."""
+"""Template tags of the billing admin: usage charts (drawn by admin.charts), badges, money, numbers."""
 
 from datetime import timedelta
-from decimal import Decimal
 from itertools import count
 
 from django import template
 
 from ..admin import display as admin_display
+from ..admin.charts import Segment, bar_chart
 
 register = template.Library()
 
-WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 40
-PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-MAX_X_LABELS = 8
 _chart_ids = count(1)
 
 
@@ -57,51 +53,31 @@ def unit_count(value):
 
 @register.inclusion_tag("admin/billing/includes/usage_chart.html")
 def usage_chart(chart):
-    """Bars per bucket over the whole period, so the chart shows how far into it we are."""
-    top = nice_ceiling(max((bar.value for bar in chart.bars), default=Decimal(0)))
-    slot = PLOT_W / chart.slots
-    bars = []
-    for bar in chart.bars:
-        index = (bar.start - chart.period.start) // chart.bucket
-        height = 0.0 if not top else float(bar.value / top) * PLOT_H
-        bars.append({
-            "x": round(LEFT + index * slot + slot * 0.1, 2),
-            "y": round(TOP + PLOT_H - height, 2),
-            "width": round(max(slot * 0.8, 1.0), 2),
-            "height": round(height, 2),
-            "value": bar.value,
-            "label": f"{_when(bar.start, chart.bucket)} – {_when(bar.end, chart.bucket)} UTC: {units(bar.value)} units",
-        })
-    step = max(1, -(-chart.slots // MAX_X_LABELS))
-    x_labels = [
-        {"x": round(LEFT + i * slot + slot / 2, 2), "text": _when(chart.period.start + i * chart.bucket, chart.bucket, short=True)}
-        for i in range(0, chart.slots, step)
+    """
+    Bars per bucket of a period. A finished period spans all its buckets; the current
+    one only those begun, so its first days are not squeezed into a corner.
+    """
+    complete = bool(chart.bars) and chart.bars[-1].end >= chart.period.end
+    columns = [
+        [Segment(bar.value, "usage-bar", f"{_when(bar.start, chart.bucket)} – {_when(bar.end, chart.bucket)} UTC: "
+                 f"{admin_display.units(bar.value)}", {"value": admin_display.number(bar.value)})]
+        for bar in chart.bars
     ]
-    y_labels = [
-        {"y": round(TOP + PLOT_H - PLOT_H * fraction, 2), "text": units(top * Decimal(str(fraction)))}
-        for fraction in (0, 0.5, 1)
-    ] if top else [{"y": TOP + PLOT_H, "text": "0"}]
+    slots = chart.slots if complete else max(1, len(chart.bars))
+    bucket = _bucket_name(chart.bucket)
     return {
         "chart": chart,
         "id": f"usage-chart-{next(_chart_ids)}",
-        "bucket": _bucket_name(chart.bucket),
-        "bars": bars,
-        "x_labels": x_labels,
-        "y_labels": y_labels,
-        "width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP,
-        "axis_y": TOP + PLOT_H, "axis_right": LEFT + PLOT_W, "label_y": TOP + PLOT_H + 16,
+        "bucket": bucket,
+        "complete": complete,
+        "bars_count": len(chart.bars),
+        "title": f"{chart.title}: usage per {bucket}",
+        "desc": f"{len(chart.bars)} {bucket}s from {chart.period.start:%Y-%m-%d %H:%M} UTC, {admin_display.units(chart.total)} in all.",
+        "g": bar_chart(
+            columns=columns, slots=slots, unit="units (billed seconds)", number=admin_display.number,
+            x_labels=[_when(chart.period.start + i * chart.bucket, chart.bucket, short=True) for i in range(slots)],
+        ),
     }
-
-
-def nice_ceiling(value: Decimal) -> Decimal:
-    """The smallest 1, 2 or 5 times a power of ten at or above `value`: round axis labels."""
-    if value <= 0:
-        return Decimal(0)
-    magnitude = Decimal(10) ** (value.adjusted())
-    for factor in (1, 2, 5, 10):
-        if factor * magnitude >= value:
-            return factor * magnitude
-    return 10 * magnitude
 
 
 def _bucket_name(bucket: timedelta) -> str:
