@@ -1,21 +1,37 @@
 """
-Benchmark `report_usage` against the local Stripe emulator with Stripe-like latency.
+Benchmark `report_usage` at scale against the local Stripe emulator, with Stripe's live
+limits and latency.
 
-    .venv/bin/python bench/report_usage_bench.py --subscriptions 1000 --latency-ms 50 --limit 1000 --db postgres
+    .venv/bin/python bench/report_usage_bench.py --subscriptions 100000 --api v2 --db postgres
 
-Measures, for N subscriptions with usage: the wall time of one reporting run, the
-meter events per second it sustained against the configured limit, the number of
-usage-source queries, and peak memory; then the naive approach of the original
-example (one source query and one Stripe call at a time) on the same data.
+Measures one reporting run over N customers, each with a subscription to the metered
+price and usage in the embedded meter: wall time, the time spent sending, meter events
+per second, SQL queries per item, usage-source queries, and peak memory (the process's
+`ru_maxrss`, setup included, and its growth during the run); then checks that Stripe's
+meter holds exactly the source's total for every customer. `--workers-processes 2`
+shares the run between two processes by customer shard (`report_usage --shards`'s
+path, each shard a process here), measured as one run.
 
-The emulator runs in its own process (bench/emulator_process.py), so the two don't
-share a GIL; its latency applies to meter event calls only, so setup stays fast.
+The app runs in live mode (an `sk_live_` key) against the emulator in its own process
+with Stripe's documented live limits on (v1 meter events 1,000/s, the v2 stream 10,000
+events/s, one call per customer and meter at a time) and `--latency-ms` on meter event
+calls, so the run sends at the rate Stripe itself allows.
+
+Setup, the fastest honest way: the N customers and subscriptions are created once
+through the emulator's real API (POST /v1/customers, /v1/subscriptions, by threads),
+mirrored by `manage.py sync_stripe` (list pages), and the usage ingested through the
+embedded meter's service; then kept as snapshots (the emulator's SQLite state file and
+a PostgreSQL template database, or a SQLite file). Every later run starts from copies
+of them (a file copy, `CREATE DATABASE ... TEMPLATE`), taking seconds: no meter event,
+no ledger row, nothing reported yet. `--fresh` makes the snapshots again.
 """
 
 import argparse
 import json
 import os
 import resource
+import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +44,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "var" / "bench"
-EMULATOR_KEY = "sk_test_EpsilonBenchmarkKey000000000000"
+BENCH_KEY = "sk_live_EpsilonBenchmarkKey000000000000"
 PG_DATABASE = "epsilon_bench_reporting"
 
 
@@ -36,100 +52,191 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscriptions", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=50)
-    parser.add_argument("--limit", type=float, default=1000, help="meter events/s the app may send")
-    parser.add_argument("--workers", type=int, default=64, help="sending threads")
-    parser.add_argument("--api", choices=["v1", "v2", "auto"], default="v1",
+    parser.add_argument("--senders", type=int, default=16, help="sending threads")
+    parser.add_argument("--api", choices=["v1", "v2", "auto"], default="v2",
                         help="v1 meter events, or Stripe's v2 meter event stream (100 events a call)")
     parser.add_argument("--events-per-customer", type=int, default=3)
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--naive-sample", type=int, default=200,
-                        help="items the naive baseline reports (it is slow: one at a time)")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--batch-size", type=int, default=1000, help="EPSILON_REPORT_BATCH_SIZE")
+    parser.add_argument("--worker-processes", type=int, default=1,
+                        help="processes sharing the run by customer shard (1: one process)")
+    parser.add_argument("--fresh", action="store_true", help="make the snapshots again")
     parser.add_argument("--port", type=int, default=12199)
+    parser.add_argument("--run-shard", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def snapshot_paths(args) -> dict:
+    n = args.subscriptions
+    return {
+        "emulator": RESULTS / f"report-emulator-{n}.sqlite3",
+        "emulator_work": RESULTS / "report-emulator-work.sqlite3",
+        "sqlite": RESULTS / f"report-{n}.sqlite3",
+        "sqlite_work": RESULTS / "report-work.sqlite3",
+        "pg_template": f"{PG_DATABASE}_{n}",
+        "meta": RESULTS / f"report-{n}-{args.db}.json",
+    }
 
 
 def configure_environment(args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = snapshot_paths(args)
     if args.db == "postgres":
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
-                        f"CREATE DATABASE {PG_DATABASE}"], capture_output=True)
         os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
     else:
-        os.environ["DATABASE_URL"] = f"sqlite:///{RESULTS / 'reporting.sqlite3'}"
+        os.environ["DATABASE_URL"] = f"sqlite:///{paths['sqlite_work']}"
     os.environ.update({
-        "STRIPE_SECRET_KEY": EMULATOR_KEY,
+        "STRIPE_SECRET_KEY": BENCH_KEY,
         "STRIPE_API_BASE": f"http://127.0.0.1:{args.port}",
         "USAGE_SOURCE": "embedded",
-        "EPSILON_STRIPE_METER_EVENTS_PER_SECOND": str(args.limit),
-        "EPSILON_STRIPE_STREAM_EVENTS_PER_SECOND": str(args.limit),
         "EPSILON_STRIPE_METER_EVENT_API": args.api,
-        "EPSILON_STRIPE_SEND_CONCURRENCY": str(args.workers),
+        "EPSILON_STRIPE_SEND_CONCURRENCY": str(args.senders),
+        "EPSILON_REPORT_BATCH_SIZE": str(args.batch_size),
         "DJANGO_SETTINGS_MODULE": "epsilon.settings",
         "DJANGO_DEBUG": "false",  # as in production: no query log
     })
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     sys.path.insert(0, str(ROOT))
 
 
-def start_emulator(args) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "emulator_process.py"), "--port", str(args.port),
-         "--latency-ms", str(args.latency_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
+def psql(sql: str, *, check=True) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+                   capture_output=True, check=check)
+
+
+def start_emulator(args, state: Path, *, limits: bool) -> subprocess.Popen:
+    command = [sys.executable, "-m", "stripe_emulator", "--port", str(args.port), "--quiet", "--billing-tick", "0",
+               "--db", str(state)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
         try:
             httpx.get(f"http://127.0.0.1:{args.port}/_emulator/health", timeout=1).raise_for_status()
-            return process
+            break
         except httpx.HTTPError:
             time.sleep(0.1)
-    raise SystemExit("the emulator did not start")
+    else:
+        raise SystemExit("the emulator did not start")
+    control("time", real="true")  # the snapshot was made on a frozen clock two days back
+    if limits:  # Stripe's live limits, and latency on meter event calls only
+        control("faults", reset="true", latency_ms=str(args.latency_ms),
+                paths="/v1/billing/meter_events,/v2/billing/meter_event_stream",
+                rate_limit_live="1000", rate_limit_v2_live="10000", concurrency_limit="true")
+    return process
 
 
-def set_up(args):
-    """Fresh tables, N subscriptions created two days ago, and usage for each."""
+def control(path, **data):
+    response = httpx.post(f"{os.environ['STRIPE_API_BASE']}/_emulator/{path}", data=data, timeout=600)
+    response.raise_for_status()
+    return response.json()
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(30)
+
+
+def make_snapshots(args) -> dict:
+    """N customers and subscriptions through the emulator's API, mirrored, with usage; kept."""
+    paths = snapshot_paths(args)
+    for path in (paths["emulator"], paths["sqlite"]):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if args.db == "postgres":
+        psql(f"DROP DATABASE IF EXISTS {PG_DATABASE}", check=False)
+        psql(f"CREATE DATABASE {PG_DATABASE}")
+    else:
+        paths["sqlite_work"].unlink(missing_ok=True)
+    emulator = start_emulator(args, paths["emulator"], limits=False)
     import django
     from django.core.management import call_command
 
     django.setup()
-    from billing.models import PeriodReconciliation, UsageReport
-    from billing.services import stripe_setup, stripe_sync
+    from billing.services import stripe_setup
     from billing.stripe_api import get_client
-    from djstripe.models import Customer, Subscription, SubscriptionItem
     from embedded_meter import services as meter_services
-    from embedded_meter.models import Event
 
+    timings = {}
     t = time.perf_counter()
     call_command("migrate", verbosity=0)
-    for model in (PeriodReconciliation, UsageReport, SubscriptionItem, Subscription, Customer, Event):
-        model.objects.all().delete()
-    httpx.post(f"{os.environ['STRIPE_API_BASE']}/_emulator/reset", timeout=10)
+    timings["migrate_seconds"] = round(time.perf_counter() - t, 1)
 
-    started = datetime.now(UTC) - timedelta(days=2)
-    httpx.post(f"{os.environ['STRIPE_API_BASE']}/_emulator/time", data={"now": int(started.timestamp())}, timeout=10)
+    t = time.perf_counter()
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    control("time", now=str(int(started.timestamp())), freeze="true")
     stripe_setup.ensure_epsilon_objects()
     client = get_client()
     price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
 
     def subscribe(n):
         customer = client.v1.customers.create({"email": f"bench{n}@example.com"})
-        return customer, client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        return customer.id
 
-    with ThreadPoolExecutor(16) as pool:
-        pairs = list(pool.map(subscribe, range(args.subscriptions)))
-    httpx.post(f"{os.environ['STRIPE_API_BASE']}/_emulator/time", data={"real": "true"}, timeout=10)
-    for customer, subscription in pairs:
-        stripe_sync.sync_customer(customer)
-        stripe_sync.sync_subscription(subscription)
+    with ThreadPoolExecutor(8) as pool:
+        customer_ids = list(pool.map(subscribe, range(args.subscriptions)))
+    control("time", real="true")
+    timings["stripe_objects_seconds"] = round(time.perf_counter() - t, 1)
 
+    t = time.perf_counter()
+    call_command("sync_stripe", verbosity=0)
+    timings["sync_stripe_seconds"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
     events = [
-        {"specversion": "1.0", "id": f"bench-{c.id}-{k}", "source": "bench", "type": "epsilon.execution",
-         "subject": c.id, "time": (started + timedelta(hours=k + 1)).isoformat(), "data": {"billed_seconds": k + 1}}
-        for c, _ in pairs for k in range(args.events_per_customer)
+        {"specversion": "1.0", "id": f"bench-{c}-{k}", "source": "bench", "type": "epsilon.execution",
+         "subject": c, "time": (started + timedelta(hours=k + 1)).isoformat(), "data": {"billed_seconds": k + 1}}
+        for c in customer_ids for k in range(args.events_per_customer)
     ]
-    for i in range(0, len(events), 5000):
-        meter_services.ingest_events(events[i:i + 5000])
-    print(f"setup: {args.subscriptions} subscriptions, {len(events)} usage events in {time.perf_counter() - t:.1f} s")
-    return [c.id for c, _ in pairs], started
+    for i in range(0, len(events), 10000):
+        meter_services.ingest_events(events[i:i + 10000])
+    timings["usage_events_seconds"] = round(time.perf_counter() - t, 1)
+    stop(emulator)
+
+    from django.db import connections
+
+    connections.close_all()
+    if args.db == "postgres":
+        psql(f"DROP DATABASE IF EXISTS {paths['pg_template']}", check=False)
+        psql(f"CREATE DATABASE {paths['pg_template']} TEMPLATE {PG_DATABASE}")
+    else:
+        copy_sqlite(paths["sqlite_work"], paths["sqlite"])
+    meta = {"started": started.isoformat(), "customers": customer_ids, "events": len(events), "timings": timings}
+    paths["meta"].write_text(json.dumps(meta))
+    print(f"snapshots made: {args.subscriptions} subscriptions, {len(events)} usage events: {timings}", flush=True)
+    return meta
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A SQLite database file with its write-ahead log, replacing the target's (and its log)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+        if Path(f"{source}{suffix}").exists() and suffix != "-shm":
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+
+
+def restore_snapshots(args) -> tuple[dict, float]:
+    """Fresh copies of the snapshots: the state every measured run starts from."""
+    paths = snapshot_paths(args)
+    t = time.perf_counter()
+    copy_sqlite(paths["emulator"], paths["emulator_work"])
+    if args.db == "postgres":
+        psql(f"DROP DATABASE IF EXISTS {PG_DATABASE}", check=False)
+        psql(f"CREATE DATABASE {PG_DATABASE} TEMPLATE {paths['pg_template']}")
+    else:
+        copy_sqlite(paths["sqlite"], paths["sqlite_work"])
+    return json.loads(paths["meta"].read_text()), round(time.perf_counter() - t, 1)
+
+
+def has_snapshots(args) -> bool:
+    paths = snapshot_paths(args)
+    if not (paths["meta"].exists() and paths["emulator"].exists()):
+        return False
+    if args.db == "sqlite":
+        return paths["sqlite"].exists()
+    found = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc",
+                            f"SELECT 1 FROM pg_database WHERE datname = '{paths['pg_template']}'"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() == "1"
 
 
 class CountingSource:
@@ -145,22 +252,21 @@ class CountingSource:
         return self.source.totals(meter_slug, window_size, requests)
 
 
-def measure_engine(args):
+def run_engine(args, shard=None) -> dict:
+    """One reporting run (or one shard of it) in this process, measured."""
+    import django
+
+    django.setup()
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     from billing.models import UsageReport
-    from billing.services import usage_reporting
+    from billing.services import meter_event_sender, usage_reporting
+    from billing.services.targets import Shard
     from billing.usage_sources import get_usage_source
-
-    from billing.services import meter_event_sender
 
     source = CountingSource(get_usage_source())
     send_time = [0.0]  # in the senders only: HTTP, rate limiting and retries, not the ledger
-    originals = {}
     for cls in (meter_event_sender.MeterEventSender, meter_event_sender.MeterEventStreamSender):
-        originals[cls] = cls.send_all
-
         def timed(self, calls, _original=cls.send_all):
             t = time.perf_counter()
             try:
@@ -169,28 +275,54 @@ def measure_engine(args):
                 send_time[0] += time.perf_counter() - t
 
         cls.send_all = timed
+    queries = [0]
+
+    def count(execute, sql, params, many, context):
+        queries[0] += 1
+        return execute(sql, params, many, context)
+
     rss_before = _max_rss_mb()
     t = time.perf_counter()
-    with CaptureQueriesContext(connection) as queries:  # forces the query log on, for counting
-        result = usage_reporting.report_usage(trigger=UsageReport.Trigger.COMMAND, source=source)
+    with connection.execute_wrapper(count):  # counts, stores nothing
+        result = usage_reporting.report_usage(
+            trigger=UsageReport.Trigger.COMMAND, source=source, keep_outcomes=False,
+            shard=Shard(*shard) if shard else None,
+        )
     wall = time.perf_counter() - t
-    for cls, original in originals.items():
-        cls.send_all = original
-    sent = result.count("sent")
     return {
-        "reports": len(result.outcomes),
-        "sent": sent,
-        "failed": len(result.failed),
-        "wall_seconds": round(wall, 2),
-        "send_seconds": round(send_time[0], 2),
-        "meter_events_per_second": round(sent / send_time[0], 1) if send_time[0] else None,
-        "of_limit": round(sent / send_time[0] / args.limit, 3) if send_time[0] else None,
-        "source_queries": source.calls,
-        "source_requests": source.requests,
-        "database_queries": len(queries),
-        # Peak resident memory of the process (setup included), and its growth during the run.
-        "max_rss_mb": _max_rss_mb(),
-        "rss_growth_during_run_mb": round(_max_rss_mb() - rss_before, 1),
+        "reports": result.total, "sent": result.count("sent"), "failed": len(result.failed),
+        "wall_seconds": round(wall, 2), "send_seconds": round(send_time[0], 2),
+        "database_queries": queries[0], "source_queries": source.calls, "source_requests": source.requests,
+        "max_rss_mb": _max_rss_mb(), "rss_growth_during_run_mb": round(_max_rss_mb() - rss_before, 1),
+    }
+
+
+def measure(args) -> dict:
+    """The run in one process, or shared by `--worker-processes` processes (one shard each)."""
+    if args.worker_processes == 1:
+        parts = [run_engine(args)]
+        wall = parts[0]["wall_seconds"]
+    else:
+        t = time.perf_counter()
+        processes = [
+            subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--run-shard", str(i)], stdout=subprocess.PIPE, text=True)
+            for i in range(args.worker_processes)
+        ]
+        outputs = [p.communicate()[0] for p in processes]
+        wall = round(time.perf_counter() - t, 2)  # the processes' start (Django setup) included
+        parts = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    sent = sum(p["sent"] for p in parts)
+    queries = sum(p["database_queries"] for p in parts)
+    send = max(p["send_seconds"] for p in parts)
+    return {
+        "items": args.subscriptions, "reports": sum(p["reports"] for p in parts), "sent": sent,
+        "failed": sum(p["failed"] for p in parts), "wall_seconds": wall,
+        "send_seconds": send, "meter_events_per_second": round(sent / wall, 1) if wall else None,
+        "database_queries": queries, "queries_per_item": round(queries / args.subscriptions, 4),
+        "source_queries": sum(p["source_queries"] for p in parts),
+        "max_rss_mb": max(p["max_rss_mb"] for p in parts),
+        "rss_growth_during_run_mb": max(p["rss_growth_during_run_mb"] for p in parts),
+        "processes": parts,
     }
 
 
@@ -198,44 +330,18 @@ def _max_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def measure_naive(args, customer_ids, started):
-    """The original example: per customer, one source query, then one Stripe call."""
-    from billing import selectors
-    from billing.stripe_api import get_client
-    from billing.usage_sources import UsageRequest, get_usage_source
-
-    client, source = get_client(), get_usage_source()
-    targets = selectors.current_targets(customer_ids=customer_ids[: args.naive_sample])
-    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    t = time.perf_counter()
-    for target in targets:
-        request = UsageRequest(target.subject, target.period.start, until)
-        total = source.totals("m1", "MINUTE", [request])[request]  # from the minute service began
-        client.v1.billing.meter_events.create({
-            "event_name": target.meter.event_name,
-            "payload": {"stripe_customer_id": target.customer_id, "value": str(int(total))},
-            "timestamp": int(until.timestamp()) - 1,
-        })
-    wall = time.perf_counter() - t
-    return {
-        "items": len(targets),
-        "wall_seconds": round(wall, 2),
-        "meter_events_per_second": round(len(targets) / wall, 1),
-        "source_queries": len(targets),
-        "projected_wall_seconds_for_all": round(wall / len(targets) * args.subscriptions, 1),
-    }
-
-
-def check_totals(customer_ids, started):
+def check_totals(customer_ids, started) -> tuple[bool, int]:
     """What Stripe holds per customer equals the source's total, exactly."""
+    import django
+
+    django.setup()
     from billing.usage_sources import UsageRequest, get_usage_source
 
     until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    # Usage counts from the minute each subscription began.
-    start = started.replace(second=0, microsecond=0)
+    start = started.replace(second=0, microsecond=0)  # usage counts from the minute service began
     requests = [UsageRequest(c, start, until) for c in customer_ids]
     source = get_usage_source().totals("m1", "MINUTE", requests)
-    totals = httpx.get(f"{os.environ['STRIPE_API_BASE']}/_emulator/meter_event_totals", timeout=60).json()
+    totals = httpx.get(f"{os.environ['STRIPE_API_BASE']}/_emulator/meter_event_totals", timeout=600).json()
     by_customer = {c: Decimal(v["total"]) for c, v in totals["by_customer"].items()}
     wrong = [r.subject for r in requests if by_customer.get(r.subject, Decimal(0)) != source[r]]
     return not wrong, len(wrong)
@@ -244,20 +350,29 @@ def check_totals(customer_ids, started):
 def main():
     args = parse_args()
     configure_environment(args)
-    emulator = start_emulator(args)
+    if args.run_shard is not None:  # one shard of a run shared by processes (see measure)
+        print(json.dumps(run_engine(args, shard=(args.run_shard, args.worker_processes))))
+        return
+    made = None
+    if args.fresh or not has_snapshots(args):
+        made = make_snapshots(args)
+    meta, restore_seconds = restore_snapshots(args)
+    emulator = start_emulator(args, snapshot_paths(args)["emulator_work"], limits=True)
     try:
-        customer_ids, started = set_up(args)
-        engine = measure_engine(args)
-        exact, wrong = check_totals(customer_ids, started)
+        engine = measure(args)
+        exact, wrong = check_totals(meta["customers"], datetime.fromisoformat(meta["started"]))
         engine["stripe_equals_source"] = exact
-        naive = measure_naive(args, customer_ids, started)
     finally:
-        emulator.terminate()
-    results = {"args": vars(args), "engine": engine, "naive": naive,
-               "cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    out = RESULTS / f"report_usage-{args.db}-{args.subscriptions}-{args.api}-{int(args.limit)}.json"
+        stop(emulator)
+    results = {
+        "args": vars(args), "engine": engine,
+        "setup": {"restore_seconds": restore_seconds, "snapshots_made_now": made is not None,
+                  "making_snapshots": meta["timings"], "usage_events": meta["events"]},
+        "cpus": os.cpu_count(), "python": sys.version.split()[0],
+    }
+    out = RESULTS / (f"report_usage-{args.db}-{args.subscriptions}-{args.api}-{args.worker_processes}p.json")
     out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    print(json.dumps({k: v for k, v in results.items()}, indent=2))
     if not exact:
         raise SystemExit(f"{wrong} customer(s) differ between Stripe and the source")
 
