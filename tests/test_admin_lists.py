@@ -50,7 +50,7 @@ def test_the_audit_list_shows_who_period_value_status_and_trigger(admin_client, 
     billing.run(as_of=billing.hour0 + 3 * HOUR)
     html = admin_client.get(reverse("admin:billing_usagereport_changelist")).content.decode()
 
-    assert headers(html)[1:] == ["Created", "Customer", "Period (UTC)", "Sent (units)", "Status", "Trigger"]
+    assert headers(html)[1:] == ["Created (UTC)", "Customer", "Period (UTC)", "Sent (units)", "Status", "Trigger"]
     text = row_text(html)
     assert "Ada Lovelace ada@example.com" in text and billing.customer_id in text
     assert "+1,128" in text and "1128.000000" not in text and "✓ Sent" in text

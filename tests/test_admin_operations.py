@@ -109,7 +109,7 @@ def test_retry_failed_reports_through_the_engine(admin_client, billing, source):
 
     [sent_message] = response.context["messages"]
     assert sent_message.level_tag == "success"
-    assert str(sent_message).startswith(f"{billing.customer_id} / price_")
+    assert str(sent_message).startswith(f"Customer {billing.customer_id}, price price_")
     assert ": sent +8 units to Stripe (usage up to " in str(sent_message)
     assert billing.stripe_total() == Decimal(8)
     new = UsageReport.objects.get(status="sent")

@@ -79,7 +79,7 @@ def test_report_now_says_per_item_what_happened_at_its_level(admin_client, billi
     assert summary[0] == "success" and summary[1].startswith("2 items reported: ")
     assert "1 sent" in summary[1] and "1 with nothing new" in summary[1] and summary[1].endswith("; +7 units sent to Stripe.")
     assert sorted(level for level, _ in items) == ["info", "success"]
-    assert messages["info"].startswith(f"{other} / ") and "nothing new to send" in messages["info"]
+    assert messages["info"].startswith(f"Customer {other}, price ") and "nothing new to send" in messages["info"]
     assert billing.stripe_total() == Decimal(7)
 
 

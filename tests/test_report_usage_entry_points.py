@@ -146,7 +146,7 @@ def test_admin_action_shows_failures(admin_client, billing, recorded_source):
 
     [message] = response.context["messages"]
     assert message.level_tag == "error"
-    assert str(message).startswith(f"{customer.id} / ") and ": failed, nothing sent: " in str(message)
+    assert str(message).startswith(f"Customer {customer.id}, price ") and ": failed, nothing sent: " in str(message)
     assert "OpenMeter answered 503" in str(message)
 
 

@@ -149,10 +149,15 @@ OUTCOME_WORDS = {
 }
 
 
+def item_name(target) -> str:
+    """How a message names an item: a word first, as Django's admin capitalizes a message's first letter."""
+    return f"Customer {target.customer_id}, price {target.price_id}"
+
+
 def outcome_message(outcome) -> tuple[int, str]:
     """What happened to one item in a run, and the message level it deserves."""
     target, report = outcome.target, outcome.report
-    where = f"{target.customer_id} / {target.price_id}"
+    where = item_name(target)
     until = f"{outcome.usage_until:%Y-%m-%d %H:%M} UTC"
     status = outcome.status
     if status == Status.SENT:
@@ -179,7 +184,7 @@ def outcome_message(outcome) -> tuple[int, str]:
 def awaiting_message(outcome) -> str:
     """What an operator reads for a period whose earlier report still awaits Stripe's answer."""
     pending = selectors.in_flight_report(outcome.target)
-    where = f"{outcome.target.customer_id} / {outcome.target.price_id}"
+    where = item_name(outcome.target)
     if pending is None:  # settled meanwhile
         return f"{where}: an earlier report of this period was being sent; it has settled since: report again to send new usage."
     resend_at = pending.updated + conf.pending_lease

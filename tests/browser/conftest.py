@@ -17,8 +17,9 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"  # gitignored
 PASSWORD = "browser-test-password-1"
+VIEWPORT = {"width": 1400, "height": 900}
 
 
 def pytest_configure(config):
@@ -74,9 +75,12 @@ def recorded_source(billing):
 def screenshot(page):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    def take(name: str, full_page: bool = True):
+    def take(name: str, full_page: bool = True, locator=None):
         path = SCREENSHOTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=full_page)
+        if locator is not None:
+            locator.screenshot(path=str(path))  # one element: e.g. the usage panel for the README
+        else:
+            page.screenshot(path=str(path), full_page=full_page)
         return path
 
     return take
@@ -84,4 +88,5 @@ def screenshot(page):
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 960}}
+    # An operator's laptop window: every page must read at this width without scrolling sideways.
+    return {**browser_context_args, "viewport": {"width": VIEWPORT["width"], "height": VIEWPORT["height"]}}

@@ -7,6 +7,7 @@ import pytest
 from djstripe.models import Customer
 
 from billing.models import UsageReport
+from billing.services.schedules import ensure_report_schedule
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 HOUR = timedelta(hours=1)
@@ -14,20 +15,25 @@ HOUR = timedelta(hours=1)
 
 def test_customer_page_report_now_audit_and_overview(admin_page, live_server, billing, recorded_source, screenshot):
     page = admin_page
+    ensure_report_schedule()  # due within the hour: the panel names the next run, no warning
     billing.source.add(billing.customer_id, billing.hour0 + HOUR, 30)
     billing.source.add(billing.customer_id, billing.hour0 + 26 * HOUR, "12.5")
     customer = Customer.objects.get()
 
     # The customer list: usage this period, batched, with the estimate.
     page.goto(f"{live_server.url}/admin/djstripe/customer/")
-    page.get_by_text("42 used · 0 at Stripe · ≈ $4.20").wait_for()
+    row = page.locator("#result_list tbody tr").first
+    row.get_by_text("42 units").wait_for()
+    assert "+42 not at Stripe yet" in row.inner_text() and "$4.20" in row.inner_text()
     page.click(f"a[href$='/admin/djstripe/customer/{customer.pk}/change/']")
 
     # The customer page: figures and the chart of the current period, one bar per day.
     panel = page.locator("#epsilon-usage")
     panel.wait_for()
     assert panel.locator("[data-figure=used] dd").inner_text().startswith("42 units")
-    assert panel.locator("[data-figure=estimate] dd").inner_text().startswith("$4.20")
+    # Stripe's preview bills what Stripe has (nothing yet); the estimate of all usage so far is beside it.
+    estimate = panel.locator("[data-figure=estimate] dd").inner_text()
+    assert estimate.startswith("$0.00") and "$4.20 for all usage so far at $0.10 per unit" in estimate
     chart = panel.locator("svg.epsilon-usage-chart")
     bars = chart.locator("rect.usage-bar")
     days = int(chart.get_attribute("data-bars"))
@@ -38,17 +44,19 @@ def test_customer_page_report_now_audit_and_overview(admin_page, live_server, bi
     first, second = (float(bars.nth(i).get_attribute("height")) for i in range(2))
     assert first > second > 0 and first == pytest.approx(second * 30 / 12.5)
     assert chart.locator("title").first.text_content() == "Current period: usage per day"
-    screenshot("admin-customer", full_page=False)  # the README's picture: the usage panel
 
     # Report usage now, confirmed, and back on the customer page with the result.
     page.click("#report-usage-now")
     page.get_by_role("button", name="Yes, report usage now").click()
     page.locator(".messagelist .success").wait_for()
-    assert page.locator(".messagelist .success").inner_text() == (
-        "Usage reported. 1 report(s): 1 sent; +42 unit(s) sent to Stripe."
-    )
+    sent = page.locator(".messagelist .success").text_content().strip()
+    assert sent.startswith(f"Customer {billing.customer_id}, price price_") and ": sent +42 units to Stripe (usage up to " in sent
+    page.goto(page.url + "?stripe=refresh")  # Stripe's figure was read (and cached) before the report
     assert panel.locator("[data-figure=at-stripe] dd").inner_text().startswith("42 units")
     assert panel.locator("[data-figure=last-report] [data-status=sent]").is_visible()
+    assert panel.locator("[data-warning=schedule]").count() == 0
+    assert "next scheduled report: " in panel.locator("[data-figure=unsent] dd").inner_text()
+    screenshot("admin-customer", locator=panel)  # the README's picture: the usage panel, reported
     screenshot("admin-customer-reported")
 
     # The audit: the new row, with its badge, and the CSV link keeping the filter.
