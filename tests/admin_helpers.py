@@ -5,6 +5,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
+import pytest
 from django.contrib.auth.models import Permission
 from djstripe.models import Price
 
@@ -14,6 +15,14 @@ from billing.services import reconciliation, stripe_sync, usage_reporting
 
 # Every module that reads the usage source: the engine, reconciliation and the admin pages.
 SOURCE_READERS = (usage_reporting, reconciliation, admin_selectors)
+
+
+@pytest.fixture
+def source(billing):
+    """The billing fixture's recorded usage source, seen by every module that reads one
+    (import it into a test module to use it as a fixture)."""
+    with patch_source(billing.source):
+        yield billing.source
 
 
 def patch_source(source):

@@ -12,16 +12,11 @@ from django.urls import reverse
 from djstripe.models import Customer
 
 from billing.admin.charts import Segment, bar_chart, nice_ceiling
-from tests.admin_helpers import patch_source
+from tests.admin_helpers import source  # noqa: F401 (source: a fixture)
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def customer_page(admin_client):

@@ -12,16 +12,11 @@ from djstripe.models import Customer
 
 from billing.models import UsageReport
 
-from tests.admin_helpers import patch_source
+from tests.admin_helpers import source  # noqa: F401 (source: a fixture)
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def name_customer(customer_id, name, email):

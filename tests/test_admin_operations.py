@@ -20,7 +20,7 @@ from billing.services.schedules import (
     SCHEDULE_NAME,
     ensure_report_schedule,
 )
-from tests.admin_helpers import patch_source, staff
+from tests.admin_helpers import source, staff  # noqa: F401 (source: a fixture)
 from tests.factories import PERIOD_START, make_meter, make_report
 
 pytestmark = pytest.mark.django_db
@@ -30,11 +30,6 @@ EXPORT = reverse("admin:billing_usagereport_export")
 OVERVIEW = reverse("admin:billing_overview")
 RECONCILIATIONS = reverse("admin:billing_periodreconciliation_changelist")
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def export(client, query=None):

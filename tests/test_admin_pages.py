@@ -10,15 +10,10 @@ from django.urls import reverse
 from djstripe.models import Customer, Price, Product, Subscription
 
 from billing.models import Meter
-from tests.admin_helpers import patch_source
+from tests.admin_helpers import source  # noqa: F401 (source: a fixture)
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def named_customer(billing):

@@ -15,18 +15,13 @@ from djstripe.models import Customer
 
 from billing.models import PeriodReconciliation, UsageReport
 from billing.services.schedules import ensure_report_schedule
-from tests.admin_helpers import add_customer, patch_source
+from tests.admin_helpers import add_customer, source  # noqa: F401 (source: a fixture)
 from tests.factories import make_meter, make_report
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
 OVERVIEW = reverse("admin:billing_overview")
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def schedule_due(minutes_ago: int):

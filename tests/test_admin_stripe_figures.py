@@ -15,7 +15,7 @@ from django.urls import reverse
 from djstripe.models import Customer, Invoice
 
 from billing import stripe_api
-from tests.admin_helpers import patch_source
+from tests.admin_helpers import source  # noqa: F401 (source: a fixture)
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -27,11 +27,6 @@ def _empty_cache():
     yield
     cache.clear()
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def figure(html, name):

@@ -13,16 +13,11 @@ from djstripe.models import Customer, Subscription
 from billing.admin import selectors as admin_selectors
 from billing.services.periods import AlignedPeriod
 from billing.services.schedules import ensure_report_schedule
-from tests.admin_helpers import add_customer, patch_source
+from tests.admin_helpers import add_customer, source  # noqa: F401 (source: a fixture)
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
 
-
-@pytest.fixture
-def source(billing):
-    with patch_source(billing.source):
-        yield billing.source
 
 
 def change_page(admin_client, model, obj):

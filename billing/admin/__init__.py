@@ -79,6 +79,16 @@ class ResolutionFilter(admin.SimpleListFilter):
         return queryset
 
 
+def figure_column(field_name: str, description: str, formatter=number):
+    """A list column showing a decimal field as a figure ("1,128", or "+25" with `signed`)."""
+
+    @admin.display(description=description, ordering=field_name)
+    def column(self, obj):
+        return formatter(getattr(obj, field_name))
+
+    return column
+
+
 def search_by_customer(queryset, term, extra=None):
     """Exact Stripe ids and emails in part, by subquery: a join would hide unmirrored rows."""
     term = term.strip()
@@ -299,21 +309,10 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
     def checked_until(self, result):
         return format_html('<span class="epsilon-period">{}</span>', f"{result.usage_until:%Y-%m-%d %H:%M}")
 
-    @admin.display(description="Source", ordering="source_total")
-    def source_display(self, result):
-        return number(result.source_total)
-
-    @admin.display(description="Ledger", ordering="ledger_units")
-    def ledger_display(self, result):
-        return number(result.ledger_units)
-
-    @admin.display(description="Stripe", ordering="stripe_units")
-    def stripe_display(self, result):
-        return number(result.stripe_units)
-
-    @admin.display(description="Drift (Stripe − ledger)", ordering="drift")
-    def drift_display(self, result):
-        return signed(result.drift)
+    source_display = figure_column("source_total", "Source")
+    ledger_display = figure_column("ledger_units", "Ledger")
+    stripe_display = figure_column("stripe_units", "Stripe")
+    drift_display = figure_column("drift", "Drift (Stripe − ledger)", signed)
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, result):
