@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from djstripe import models as djstripe_models
 from djstripe.models.base import StripeModel
@@ -27,6 +27,7 @@ from djstripe.utils import get_id_from_stripe_data
 
 # As dj-stripe's _stripe_object_to_record: never written from Stripe's data.
 IGNORED_FIELDS = ("date_purged", "subscriber", "stripe_data")
+UPDATE_CHUNK = 500  # rows per UPDATE statement
 
 
 class NotMirrored(Exception):
@@ -36,6 +37,20 @@ class NotMirrored(Exception):
 def plain(stripe_object) -> dict:
     """A StripeObject as the plain dict dj-stripe stores in `stripe_data`."""
     return json.loads(str(stripe_object)) if hasattr(stripe_object, "to_dict") else stripe_object
+
+
+def with_data(page) -> list[tuple]:
+    """
+    (object, plain dict) for each object of a list page. The dicts are the page's JSON as
+    Stripe sent it (the response stripe-python parsed), equal to what `plain` makes of
+    each object without serializing every object again; `plain` when there is no response.
+    """
+    objects = list(page)
+    response = getattr(page, "last_response", None)
+    raw = (response.data or {}).get("data") if response is not None else None
+    if raw is None or [d.get("id") for d in raw] != [o.id for o in objects]:
+        return [(o, plain(o)) for o in objects]
+    return list(zip(objects, raw))
 
 
 def _foreign_keys(model) -> list[models.ForeignKey]:
@@ -117,8 +132,41 @@ def upsert(model, records: Sequence[dict]) -> list[StripeModel]:
         updated.append(instance)
     model.objects.bulk_create(created)
     if updated:
-        model.objects.bulk_update(updated, sorted((names - {"id"}) | {"djstripe_updated"}))
+        update_rows(model, updated, [model._meta.get_field(n) for n in sorted((names - {"id"}) | {"djstripe_updated"})])
     return created + updated
+
+
+def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> None:
+    """
+    Write `fields` of every instance in one `UPDATE ... FROM (VALUES ...)` per chunk,
+    matched by Stripe id (Django's bulk_update builds a CASE per field and row: 60 ms an
+    object at a page of 100).
+    """
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    key = model._meta.get_field("id")
+    columns = [key, *fields]
+    if connection.vendor == "postgresql":
+        row = "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in columns) + ")"
+        names = [quote(f"v{i}") for i in range(len(columns))]
+        source = f"AS v ({', '.join(names)})"
+    else:  # SQLite names VALUES columns column1, column2, ...
+        row = "(" + ", ".join("%s" for _ in columns) + ")"
+        names = [f"column{i + 1}" for i in range(len(columns))]
+        source = "AS v"
+    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(fields, names[1:]))
+    for start in range(0, len(instances), UPDATE_CHUNK):
+        chunk = instances[start : start + UPDATE_CHUNK]
+        params = [
+            f.get_db_prep_save(getattr(instance, f.attname), connection)
+            for instance in chunk for f in columns
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * len(chunk))}) {source} "
+                f"WHERE {table}.{quote(key.column)} = v.{names[0]}",
+                params,
+            )
 
 
 def owner_account(model, data: dict):
@@ -126,12 +174,12 @@ def owner_account(model, data: dict):
     return model._find_owner_account(data, api_key=settings.STRIPE_SECRET_KEY)
 
 
-def mirror_customers(page: Sequence, *, sync_one: Callable) -> list[str]:
-    """A page of Stripe customers mirrored; returns their ids."""
-    datas = [plain(c) for c in page]
+def mirror_customers(page, *, sync_one: Callable) -> list[str]:
+    """A page of Stripe customers (a list page, or objects) mirrored; returns their ids."""
+    pairs = with_data(page)
     bulk, one_by_one = [], []
     key = djstripe_settings.SUBSCRIBER_CUSTOMER_KEY
-    for obj, data in zip(page, datas):
+    for obj, data in pairs:
         needs_hooks = (
             data.get("discount")
             or (key and (data.get("metadata") or {}).get(key))
@@ -154,7 +202,7 @@ def mirror_customers(page: Sequence, *, sync_one: Callable) -> list[str]:
             one_by_one += rest
         for obj, _ in one_by_one:
             sync_one(obj)
-    return [d["id"] for d in datas]
+    return [data["id"] for _, data in pairs]
 
 
 def needs_dj_stripe(data: dict) -> bool:
@@ -166,14 +214,14 @@ def needs_dj_stripe(data: dict) -> bool:
     )
 
 
-def mirror_subscriptions(page: Sequence, *, sync_one: Callable, after: Callable) -> list[str]:
+def mirror_subscriptions(page, *, sync_one: Callable, after: Callable) -> list[str]:
     """
     A page of Stripe subscriptions and their items mirrored; `after(data, before)` is
     called for each subscription written here, with its items as they were mirrored
     before (item id -> price id). Returns their ids.
     """
     subscription_model, item_model = djstripe_models.Subscription, djstripe_models.SubscriptionItem
-    pairs = [(obj, plain(obj)) for obj in page]
+    pairs = with_data(page)
     one_by_one = [obj for obj, data in pairs if needs_dj_stripe(data)]
     bulk = [(obj, data) for obj, data in pairs if not needs_dj_stripe(data)]
     with transaction.atomic():

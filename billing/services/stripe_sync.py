@@ -144,8 +144,9 @@ PAGE_SIZE = 100  # Stripe's largest list page
 
 def list_pages(service, params: dict):
     """
-    Every page of a Stripe list, each fetched while the caller writes the one before
-    (one request ahead: the list is still read in order, one page at a time).
+    Every page of a Stripe list (a ListObject: iterate it for its objects), each fetched
+    while the caller writes the one before (one request ahead: the list is still read
+    in order, one page at a time).
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stripe-list") as pool:
         pending = pool.submit(service.list, {"limit": PAGE_SIZE, **params})
@@ -155,7 +156,7 @@ def list_pages(service, params: dict):
                 pool.submit(service.list, {"limit": PAGE_SIZE, **params, "starting_after": page.data[-1].id})
                 if page.has_more and page.data else None
             )
-            yield page.data
+            yield page
 
 
 def _record_changes(stripe_subscription, before):
