@@ -117,7 +117,8 @@ def record(model, data: dict, *, related: Related, owner) -> dict:
 
 def upsert(model, records: Sequence[dict]) -> list[StripeModel]:
     """Insert the new rows and update the mirrored ones, as dj-stripe's save would."""
-    existing = model.stripe_objects.in_bulk([r["id"] for r in records], field_name="id")
+    # Only the keys: every other column is written from Stripe's data.
+    existing = model.stripe_objects.only("pk", "id").in_bulk([r["id"] for r in records], field_name="id")
     now = timezone.now()
     created, updated, names = [], [], set()
     for values in records:
