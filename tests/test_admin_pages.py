@@ -70,3 +70,24 @@ def test_dashboard_links_say_they_point_at_the_emulator(admin_client, billing, s
     settings.STRIPE_API_BASE = "https://api.stripe.com"
     page = admin_client.get(reverse("admin:djstripe_customer_change", args=[customer.pk])).content.decode()
     assert "(emulator" not in page and "View on Stripe ↗</a>" in page
+
+
+def test_a_report_and_a_reconciliation_show_figures_not_raw_decimals(admin_client):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from billing.models import PeriodReconciliation
+    from tests.factories import make_meter, make_report
+
+    meter = make_meter()
+    report = make_report(meter, status="sent", sent_at=timezone.now(), usage_total=Decimal("1128.5"), value_sent=Decimal("1128"))
+    check = PeriodReconciliation.objects.create(
+        customer_id=report.customer_id, meter=meter, period_start=report.period_start, period_end=report.period_end,
+        usage_until=report.usage_until, source_total=Decimal("1128.5"), ledger_units=Decimal("1128"),
+        stripe_units=Decimal("1153"), drift=Decimal("25"), status="drift", checked_at=timezone.now(),
+    )
+    detail = admin_client.get(reverse("admin:billing_usagereport_change", args=[report.pk])).content.decode()
+    assert "1,128.5" in detail and "+1,128" in detail and ".000000" not in detail
+    detail = admin_client.get(reverse("admin:billing_periodreconciliation_change", args=[check.pk])).content.decode()
+    assert "+25" in detail and "1,153" in detail and ".000000" not in detail

@@ -183,14 +183,14 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
     fieldsets = [
         ("Who", {"fields": ["customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode"]}),
         ("Period (UTC, window-aligned)", {"fields": ["window_size", "period_start", "period_end", "usage_until", "sequence"]}),
-        ("Usage", {"fields": ["source_meter_slug", "usage_total", "value_sent", "unbilled"]}),
+        ("Usage (units: billed seconds)", {"fields": ["source_meter_slug", "usage_total_display", "value_sent_display", "unbilled_display"]}),
         ("Stripe meter event", {"fields": ["identifier", "event_timestamp", "status_display", "error", "attempts", "sent_at"]}),
         ("Audit", {"fields": ["trigger", "created", "updated"]}),
     ]
     readonly_fields = [
         "customer_link", "subscription_link", "subscription_item_id", "price_link", "meter_link", "livemode",
         "window_size", "period_start", "period_end", "usage_until", "sequence", "source_meter_slug",
-        "usage_total", "value_sent", "unbilled", "identifier", "event_timestamp", "status_display", "error", "attempts",
+        "usage_total_display", "value_sent_display", "unbilled_display", "identifier", "event_timestamp", "status_display", "error", "attempts",
         "sent_at", "trigger", "created", "updated",
     ]
 
@@ -223,6 +223,10 @@ class UsageReportAdmin(AuditReadOnlyMixin, SettleInDoubtMixin, RetryFailedMixin,
                 status_badge("resolved", "Resolved", "A later report of this period got through: nothing is owed for this failure"),
             )
         return badge
+
+    usage_total_display = figure_column("usage_total", "Usage total (the source's, exact)")
+    value_sent_display = figure_column("value_sent", "Value sent", signed)
+    unbilled_display = figure_column("unbilled", "Unbilled (taken after the invoice was final)")
 
     @admin.display(description="Created (UTC)", ordering="created")
     def created_display(self, report):
@@ -276,7 +280,7 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
     list_per_page = 50
     readonly_fields = [
         "customer_display", "meter_link", "livemode", "period_start", "period_end", "usage_until",
-        "source_total", "ledger_units", "stripe_units", "drift", "unreported_units", "status_display",
+        "source_display", "ledger_display", "stripe_display", "drift_display", "unreported_display", "status_display",
         "error", "correction_link", "checked_at",
     ]
     fields = readonly_fields
@@ -313,6 +317,7 @@ class PeriodReconciliationAdmin(AuditReadOnlyMixin, ReconcileMixin, admin.ModelA
     ledger_display = figure_column("ledger_units", "Ledger")
     stripe_display = figure_column("stripe_units", "Stripe")
     drift_display = figure_column("drift", "Drift (Stripe − ledger)", signed)
+    unreported_display = figure_column("unreported_units", "Usage not reported")
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, result):
