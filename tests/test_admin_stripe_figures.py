@@ -106,3 +106,30 @@ def test_invoices_show_their_metered_quantity_against_the_ledger(admin_client, e
     assert f"{billing.period.billing_start:%Y-%m-%d %H:%M} → {billing.period.billing_end:%Y-%m-%d %H:%M}" in text
     billed = sum(line.quantity for line in client.v1.invoices.retrieve(invoice.id).lines.data)
     assert text.endswith(f" {billed} 30 ≠ {billed - 30:+} ${billed / 10:.2f}".replace("+0", "0")), text
+
+
+def test_a_period_that_began_mid_minute_is_read_on_minute_bounds(admin_client, billing, source):
+    """Stripe takes summary bounds on whole minutes only: a subscription begun at hh:mm:37 still reads."""
+    import time
+    from datetime import UTC, datetime
+
+    from djstripe.models import Price
+
+    from billing.services import stripe_sync
+
+    client = stripe_api.get_client()
+    start = datetime.now(UTC).replace(second=37, microsecond=0) - timedelta(days=2)
+    billing.emulator.set_time(int(start.timestamp()), freeze=True)
+    try:
+        customer = client.v1.customers.create({"email": "mid@example.com", "name": "Mid Minute"})
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": Price.objects.get().id}]})
+        stripe_sync.sync_customer(customer)
+        stripe_sync.sync_subscription(subscription)
+    finally:
+        billing.emulator.set_time(int(time.time()), freeze=False)
+    billing.source.add(customer.id, start + 2 * HOUR, 9)
+    billing.run(as_of=start + 4 * HOUR, customer_ids=[customer.id])
+
+    tile = figure(page(admin_client, Customer.objects.get(id=customer.id)), "at-stripe")
+
+    assert tile.startswith("9 units Stripe's meter summary, read ") and "in agreement" in tile

@@ -112,9 +112,9 @@ def add_stripe_figures(usages, *, refresh: bool = False) -> None:
             nonlocal client
             try:
                 client = client or stripe_api.get_client()
-                units = stripe_units_between(
-                    client, target.meter, target.customer_id, target.period.billing_start, target.period.billing_end
-                )
+                # The aligned period, as reconciliation reads it: minute-exact (Stripe refuses
+                # other bounds) and holding every event reported for the period.
+                units = stripe_units_between(client, target.meter, target.customer_id, target.period.start, target.period.end)
                 return StripeFigure(units, timezone.now())
             except OPERATOR_ERRORS as exc:  # shown on the page, never raised out of it
                 return StripeFigure(None, timezone.now(), f"Stripe's meter summary could not be read: {operator_message(exc)}")
