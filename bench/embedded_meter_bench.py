@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import socket
 import statistics
 import subprocess
@@ -101,6 +102,9 @@ def bench_environment(args) -> dict:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
         "EMBEDDED_METER_INGEST_TOKEN": TOKEN,
         "USAGE_SOURCE": "embedded",
+        # Required without DEBUG; any value will do for a benchmark.
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+        "STRIPE_SECRET_KEY": "sk_test_EmbeddedMeterBenchNeverCalled0000",  # Stripe is not called
     }
 
 
