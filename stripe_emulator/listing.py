@@ -42,6 +42,23 @@ def paginate(ctx, items: List[dict], url: str, kind: str = "object",
     return list_object(url, page, has_more)
 
 
+def paginate_store(ctx, type: str, url: str, kind: str = "object", where: Optional[Callable] = None,
+                   render: Optional[Callable] = None) -> dict:
+    """`paginate` over a type's stored objects in the request's mode, by cursor in SQL (Store.page)."""
+    limit = ctx.int("limit", default=10, min=1, max=100)
+    ctx.exclusive("starting_after", "ending_before")
+    after = ctx.str("starting_after")
+    before = ctx.str("ending_before")
+    found = ctx.store.page(type, ctx.livemode, limit=limit, after=after, before=before, where=where)
+    if found is None:
+        param = "starting_after" if after is not None else "ending_before"
+        raise errors.no_such(kind, after if after is not None else before, param=param)
+    page, has_more = found
+    if render is not None:
+        page = [render(o) for o in page]
+    return list_object(url, page, has_more)
+
+
 def range_filter(ctx, name: str) -> Optional[Callable[[Optional[int]], bool]]:
     """`created=123` or `created[gte]=..&created[lt]=..` as a predicate."""
     spec = ctx.raw(name)

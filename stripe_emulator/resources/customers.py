@@ -12,7 +12,7 @@ import secrets
 
 from .. import billing_cycle, expand, fixtures, ids
 from ..errors import InvalidRequest
-from ..listing import list_object, paginate, range_filter
+from ..listing import list_object, paginate_store, range_filter
 from ..routing import LIST_PARAMS, route
 from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
@@ -135,5 +135,4 @@ def list_customers(ctx):
                 and (test_clock is None or c.get("test_clock") == test_clock)
                 and (created is None or created(c["created"])))
 
-    items = ctx.store.all("customer", ctx.livemode, where=keep)
-    return paginate(ctx, items, "/v1/customers", "customer", render=lambda o: respond(ctx, o))
+    return paginate_store(ctx, "customer", "/v1/customers", "customer", where=keep, render=lambda o: respond(ctx, o))

@@ -18,7 +18,7 @@ from .. import errors, expand, fixtures, ids
 from ..context import (MISSING, check_keys, coerce_bool, coerce_decimal, coerce_int,
                        coerce_str)
 from ..errors import InvalidRequest
-from ..listing import paginate, range_filter
+from ..listing import paginate_store, range_filter
 from ..routing import LIST_PARAMS, route
 from ..store import format_decimal
 from . import events
@@ -271,8 +271,7 @@ def list_prices(ctx):
                 and (not recurring or p.get("recurring") is not None)
                 and (created is None or created(p["created"])))
 
-    items = ctx.store.all("price", ctx.livemode, where=keep)
-    return paginate(ctx, items, "/v1/prices", "price", render=lambda o: respond(ctx, o))
+    return paginate_store(ctx, "price", "/v1/prices", "price", where=keep, render=lambda o: respond(ctx, o))
 
 
 def plan_for(price: dict) -> dict:

@@ -7,7 +7,7 @@ import re
 
 from .. import errors, expand, fixtures, ids
 from ..errors import InvalidRequest
-from ..listing import paginate, range_filter
+from ..listing import paginate, paginate_store, range_filter
 from ..routing import LIST_PARAMS, route
 from . import events
 from .common import base_fields, deleted, fetch, respond, set_strings, update_metadata
@@ -129,8 +129,7 @@ def list_products(ctx):
                 and (wanted_ids is None or p["id"] in wanted_ids)
                 and (created is None or created(p["created"])))
 
-    items = ctx.store.all("product", ctx.livemode, where=keep)
-    return paginate(ctx, items, "/v1/products", "product", render=lambda o: respond(ctx, o))
+    return paginate_store(ctx, "product", "/v1/products", "product", where=keep, render=lambda o: respond(ctx, o))
 
 
 @route("/v1/products/<obj_id>/features", ["GET"], LIST_PARAMS)

@@ -30,7 +30,7 @@ from typing import List
 from .. import billing_cycle, errors, expand, fixtures, ids, periods, render
 from ..context import MISSING, coerce_bool, coerce_int, coerce_str
 from ..errors import InvalidRequest
-from ..listing import list_object, paginate, range_filter
+from ..listing import list_object, paginate, paginate_store, range_filter
 from ..render import renderer
 from ..routing import LIST_PARAMS, route
 from . import events, invoices
@@ -115,10 +115,12 @@ def settle(ctx, sub: dict) -> dict:
     return ctx.store.get(sub["id"], "subscription")
 
 
-def _all_settled(ctx) -> List[dict]:
-    for customer in {s["customer"] for s in ctx.store.all("subscription", ctx.livemode)}:
+def _settle_all(ctx) -> None:
+    """Every subscription caught up with its time before a list is read: those the
+    emulator clock has made due (found in SQL) and those of test clock customers."""
+    billing_cycle.settle_all(ctx.store)
+    for customer in ctx.store.customers_on_test_clocks():
         billing_cycle.settle_customer(ctx.store, customer)
-    return ctx.store.all("subscription", ctx.livemode)
 
 
 def period_at(store, sub: dict, item: dict, t: int):
@@ -677,7 +679,7 @@ def list_subscriptions(ctx):
     collection = ctx.str("collection_method")
     test_clock = ctx.str("test_clock")
     created = range_filter(ctx, "created")
-    subs = _all_settled(ctx)
+    _settle_all(ctx)
 
     def status_ok(s):
         if status is None:
@@ -697,9 +699,8 @@ def list_subscriptions(ctx):
                 and (price is None or any(i["price"] == price
                                           for i in _items_of(ctx, s["id"]))))
 
-    items = [s for s in subs if keep(s)]
-    return paginate(ctx, items, "/v1/subscriptions", "subscription",
-                    render=lambda o: respond(ctx, o))
+    return paginate_store(ctx, "subscription", "/v1/subscriptions", "subscription", where=keep,
+                          render=lambda o: respond(ctx, o))
 
 
 @route("/v1/subscription_items", ["GET"], LIST_PARAMS + ("subscription",))
