@@ -62,6 +62,7 @@ def parse_args():
                         help="processes sharing the run by customer shard (1: one process)")
     parser.add_argument("--fresh", action="store_true", help="make the snapshots again")
     parser.add_argument("--port", type=int, default=12199)
+    parser.add_argument("--profile", action="store_true", help="cProfile the run (var/bench/report_usage.pstats)")
     parser.add_argument("--run-shard", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -70,10 +71,11 @@ def snapshot_paths(args) -> dict:
     n = args.subscriptions
     return {
         "emulator": RESULTS / f"report-emulator-{n}.sqlite3",
-        "emulator_work": RESULTS / "report-emulator-work.sqlite3",
+        "emulator_work": RESULTS / f"report-emulator-{n}-work.sqlite3",
         "sqlite": RESULTS / f"report-{n}.sqlite3",
-        "sqlite_work": RESULTS / "report-work.sqlite3",
+        "sqlite_work": RESULTS / f"report-{n}-work.sqlite3",
         "pg_template": f"{PG_DATABASE}_{n}",
+        "pg_work": f"{PG_DATABASE}_{n}_work",
         "meta": RESULTS / f"report-{n}-{args.db}.json",
     }
 
@@ -82,7 +84,7 @@ def configure_environment(args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     paths = snapshot_paths(args)
     if args.db == "postgres":
-        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{paths['pg_work']}"
     else:
         os.environ["DATABASE_URL"] = f"sqlite:///{paths['sqlite_work']}"
     os.environ.update({
@@ -142,8 +144,8 @@ def make_snapshots(args) -> dict:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     if args.db == "postgres":
-        psql(f"DROP DATABASE IF EXISTS {PG_DATABASE}", check=False)
-        psql(f"CREATE DATABASE {PG_DATABASE}")
+        psql(f"DROP DATABASE IF EXISTS {paths['pg_work']}", check=False)
+        psql(f"CREATE DATABASE {paths['pg_work']}")
     else:
         paths["sqlite_work"].unlink(missing_ok=True)
     emulator = start_emulator(args, paths["emulator"], limits=False)
@@ -176,6 +178,8 @@ def make_snapshots(args) -> dict:
         customer_ids = list(pool.map(subscribe, range(args.subscriptions)))
     control("time", real="true")
     timings["stripe_objects_seconds"] = round(time.perf_counter() - t, 1)
+    stop(emulator)  # a fresh emulator process for the sync (its code may have changed meanwhile)
+    emulator = start_emulator(args, paths["emulator"], limits=False)
 
     t = time.perf_counter()
     call_command("sync_stripe", verbosity=0)
@@ -197,7 +201,7 @@ def make_snapshots(args) -> dict:
     connections.close_all()
     if args.db == "postgres":
         psql(f"DROP DATABASE IF EXISTS {paths['pg_template']}", check=False)
-        psql(f"CREATE DATABASE {paths['pg_template']} TEMPLATE {PG_DATABASE}")
+        psql(f"CREATE DATABASE {paths['pg_template']} TEMPLATE {paths['pg_work']}")
     else:
         copy_sqlite(paths["sqlite_work"], paths["sqlite"])
     meta = {"started": started.isoformat(), "customers": customer_ids, "events": len(events), "timings": timings}
@@ -220,8 +224,8 @@ def restore_snapshots(args) -> tuple[dict, float]:
     t = time.perf_counter()
     copy_sqlite(paths["emulator"], paths["emulator_work"])
     if args.db == "postgres":
-        psql(f"DROP DATABASE IF EXISTS {PG_DATABASE}", check=False)
-        psql(f"CREATE DATABASE {PG_DATABASE} TEMPLATE {paths['pg_template']}")
+        psql(f"DROP DATABASE IF EXISTS {paths['pg_work']}", check=False)
+        psql(f"CREATE DATABASE {paths['pg_work']} TEMPLATE {paths['pg_template']}")
     else:
         copy_sqlite(paths["sqlite"], paths["sqlite_work"])
     return json.loads(paths["meta"].read_text()), round(time.perf_counter() - t, 1)
@@ -276,24 +280,40 @@ def run_engine(args, shard=None) -> dict:
 
         cls.send_all = timed
     queries = [0]
+    by_statement = {}  # seconds per statement shape (its first 70 characters)
 
     def count(execute, sql, params, many, context):
         queries[0] += 1
-        return execute(sql, params, many, context)
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            shape = sql[:70]
+            by_statement[shape] = by_statement.get(shape, 0.0) + time.perf_counter() - t
 
     rss_before = _max_rss_mb()
     t = time.perf_counter()
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     with connection.execute_wrapper(count):  # counts, stores nothing
         result = usage_reporting.report_usage(
             trigger=UsageReport.Trigger.COMMAND, source=source, keep_outcomes=False,
             shard=Shard(*shard) if shard else None,
         )
     wall = time.perf_counter() - t
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(str(RESULTS / "report_usage.pstats"))
     return {
         "reports": result.total, "sent": result.count("sent"), "failed": len(result.failed),
         "wall_seconds": round(wall, 2), "send_seconds": round(send_time[0], 2),
         "database_queries": queries[0], "source_queries": source.calls, "source_requests": source.requests,
         "max_rss_mb": _max_rss_mb(), "rss_growth_during_run_mb": round(_max_rss_mb() - rss_before, 1),
+        "slowest_statements": {k: round(v, 2) for k, v in sorted(by_statement.items(), key=lambda kv: -kv[1])[:6]},
     }
 
 

@@ -216,20 +216,24 @@ def _claim_one(c: Claim, trigger: str):
 
 def _claim_all(claims: list[Claim], trigger: str) -> list:
     keys = {c.target.key for c in claims}
-    rows_by_key = defaultdict(list)
+    # The batch's own periods, by (meter, customer) then billing start: rows as they stand.
+    periods = defaultdict(dict)
+    for key in keys:
+        periods[key[:2]][key[2]] = []
     for row in _rows_of_periods(keys).select_for_update().order_by("customer_id", "meter_id", "billing_start", "sequence"):
-        if key_of(row) in keys:
-            rows_by_key[key_of(row)].append(row)
+        rows = periods.get((row.meter_id, row.customer_id), {}).get(row.billing_start)
+        if rows is not None:
+            rows.append(row)
     earlier = _carry_by_period(keys)
     results, inserts, updates = [], [], defaultdict(list)
     for c in claims:
         key = c.target.key
-        rows = rows_by_key[key]
+        rows = periods[key[:2]][key[2]]
         try:
             if c.error:
                 write = decide_failure(c.target, c.usage_until, c.total, c.error, rows, trigger=trigger)
             else:
-                carry = _carry_before(key, earlier, rows_by_key)
+                carry = _carry_before(key, earlier, periods[key[:2]])
                 write = decide_claim(c.target, c.usage_until, c.total, rows, carry, trigger=trigger, now=c.now)
         except InFlight as exc:
             results.append(exc)
@@ -241,10 +245,14 @@ def _claim_all(claims: list[Claim], trigger: str) -> list:
             write.row.updated = timezone.now()
             updates[tuple(write.fields)].append(write.row)
         results.append(write.row)
-    UsageReport.objects.bulk_create(inserts, batch_size=BULK_BATCH)
+    _insert(inserts)
     for fields, rows in updates.items():
         UsageReport.objects.bulk_update(rows, [*fields, "updated"], batch_size=BULK_BATCH)
     return results
+
+
+def _insert(rows: list[UsageReport]) -> None:
+    UsageReport.objects.bulk_create(rows, batch_size=BULK_BATCH)
 
 
 # Rows per INSERT/UPDATE statement of a batch (SQLite's parameter limit allows this many).
@@ -272,12 +280,12 @@ def _carry_by_period(keys) -> dict[tuple, list[tuple]]:
     return earlier
 
 
-def _carry_before(key, earlier, rows_by_key) -> Decimal:
+def _carry_before(key, earlier, own_periods: dict) -> Decimal:
     """carry_into for a period of a batch: other periods' sums, plus the batch's own rows as they stand."""
     meter_id, customer_id, billing_start = key
     carry = sum((c for start, c in earlier.get((meter_id, customer_id), ()) if start < billing_start), Decimal(0))
-    for other, rows in rows_by_key.items():
-        if other[:2] == key[:2] and other[2] < billing_start:
+    for start, rows in own_periods.items():
+        if start < billing_start:
             carry += carry_of_rows(rows)
     return carry
 
@@ -505,12 +513,10 @@ def settle(results: dict, reports: list[UsageReport]) -> None:
                 UsageReport.objects.filter(pk__in=chunk, status=Status.PENDING).update(**fields)
     settled = {}
     for chunk in _chunks([r.pk for r in reports], BULK_BATCH):
-        settled.update(UsageReport.objects.in_bulk(chunk))
+        rows = UsageReport.objects.filter(pk__in=chunk).values_list("pk", "status", "error", "attempts", "sent_at", "updated")
+        settled.update((row[0], row[1:]) for row in rows)
     for report in reports:
-        row = settled[report.pk]
-        report.status, report.error, report.attempts = row.status, row.error, row.attempts
-        report.sent_at, report.updated = row.sent_at, row.updated
-        logger.debug("usage report %s: %s %s", report.identifier, report.status, report.error)
+        report.status, report.error, report.attempts, report.sent_at, report.updated = settled[report.pk]
 
 
 def _chunks(items: list, size: int):

@@ -118,6 +118,7 @@ class ItemRow:
     id: str
     price_id: str
     meter_id: str | None
+    usage_type: str | None
     current_period_start: int
     current_period_end: int
     created: int | None
@@ -135,6 +136,7 @@ class ItemRow:
 # ItemRow's fields: each a path into a mirrored object's stripe_data.
 _ITEM_FIELDS = {
     "meter_id": ("price", "recurring", "meter"),
+    "usage_type": ("price", "recurring", "usage_type"),
     "current_period_start": ("", "current_period_start"),
     "current_period_end": ("", "current_period_end"),
     "created": ("", "created"),
@@ -155,17 +157,32 @@ def _json_path(relation: str, *keys: str):
 
 
 def _metered_items(*, customer_ids=None, item_ids=None):
-    meters = Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE)
-    items = SubscriptionItem.objects.filter(
-        subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
-        price__stripe_data__recurring__usage_type="metered",
-        price__stripe_data__recurring__meter__in=list(meters.values_list("id", flat=True)),
-    )
+    """
+    The items to read: of these customers (or items), or on a metered price of a known
+    meter. For a batch of customers, their subscriptions are read first and the items by
+    their subscription (an index), the price checked on each row (ItemRow.on_meter): as
+    one join the planner walks every item of the price for each batch.
+    """
+    items = SubscriptionItem.objects.all()
     if customer_ids is not None:
-        items = items.filter(subscription__customer__id__in=customer_ids)
-    if item_ids is not None:
-        items = items.filter(id__in=item_ids)
+        subscriptions = Subscription.objects.filter(
+            customer__id__in=customer_ids,
+            stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
+        ).values_list("id", flat=True)
+        items = items.filter(subscription__id__in=list(subscriptions))
+    elif item_ids is not None:
+        items = items.filter(id__in=item_ids, subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES)
+    else:
+        items = items.filter(
+            subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
+            price__stripe_data__recurring__usage_type="metered",
+            price__stripe_data__recurring__meter__in=list(_known_meter_ids()),
+        )
     return items
+
+
+def _known_meter_ids() -> set[str]:
+    return set(Meter.objects.filter(livemode=settings.STRIPE_LIVE_MODE).values_list("id", flat=True))
 
 
 def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
@@ -176,7 +193,9 @@ def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
     key = conf.SUBJECT_METADATA_KEY
     fields["j_subject_metadata"] = _json_path("subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
     rows = items.values("id", "subscription_id", j_price_id=F("price__id"), j_customer_id=F("subscription__customer__id"), **fields)
-    return [ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows]
+    meters = _known_meter_ids()
+    found = (ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows)
+    return [item for item in found if item.usage_type == "metered" and item.meter_id in meters]
 
 
 def current_targets(*, customer_ids=None, subscription_ids=None, now=None) -> list[ReportTarget]:
