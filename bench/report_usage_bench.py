@@ -102,7 +102,11 @@ def configure_environment(args) -> None:
 
 
 def psql(sql: str, *, check=True) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+    psql_on("postgres", sql, check=check)
+
+
+def psql_on(database: str, sql: str, *, check=True) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql],
                    capture_output=True, check=check)
 
 
@@ -140,9 +144,12 @@ def stop(process: subprocess.Popen) -> None:
 def make_snapshots(args) -> dict:
     """N customers and subscriptions through the emulator's API, mirrored, with usage; kept."""
     paths = snapshot_paths(args)
-    for path in (paths["emulator"], paths["sqlite"]):
+    # The emulator's state is kept if a making was interrupted: what it holds is not made again.
+    if args.fresh:
         for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+            Path(f"{paths['emulator']}{suffix}").unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{paths['sqlite']}{suffix}").unlink(missing_ok=True)
     if args.db == "postgres":
         psql(f"DROP DATABASE IF EXISTS {paths['pg_work']}", check=False)
         psql(f"CREATE DATABASE {paths['pg_work']}")
@@ -169,13 +176,20 @@ def make_snapshots(args) -> dict:
     client = get_client()
     price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
 
+    made = {c.email: c.id for c in client.v1.customers.list({"limit": 100}).auto_paging_iter()}
+    subscribed = {s.customer for s in client.v1.subscriptions.list({"limit": 100, "status": "all"}).auto_paging_iter()}
+
     def subscribe(n):
-        customer = client.v1.customers.create({"email": f"bench{n}@example.com"})
-        client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
-        return customer.id
+        customer_id = made.get(f"bench{n}@example.com")
+        if customer_id is None:
+            customer_id = client.v1.customers.create({"email": f"bench{n}@example.com"}).id
+        if customer_id not in subscribed:
+            client.v1.subscriptions.create({"customer": customer_id, "items": [{"price": price.id}]})
+        return customer_id
 
     with ThreadPoolExecutor(8) as pool:
         customer_ids = list(pool.map(subscribe, range(args.subscriptions)))
+    timings["made_before"] = len(subscribed)
     control("time", real="true")
     timings["stripe_objects_seconds"] = round(time.perf_counter() - t, 1)
     stop(emulator)  # a fresh emulator process for the sync (its code may have changed meanwhile)
@@ -200,6 +214,7 @@ def make_snapshots(args) -> dict:
 
     connections.close_all()
     if args.db == "postgres":
+        psql_on(paths["pg_work"], "VACUUM ANALYZE")  # the statistics autovacuum keeps in production
         psql(f"DROP DATABASE IF EXISTS {paths['pg_template']}", check=False)
         psql(f"CREATE DATABASE {paths['pg_template']} TEMPLATE {paths['pg_work']}")
     else:
