@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import CharField, Exists, F, Max, OuterRef, Q, Value
-from django.db.models.fields.json import KeyTransform
+from django.db.models import BigIntegerField, CharField, Exists, F, Max, OuterRef, Q, Value
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..conf import conf
@@ -133,27 +134,29 @@ class ItemRow:
     test_clock: str | None
 
 
-# ItemRow's fields: each a path into a mirrored object's stripe_data.
+# ItemRow's fields: each a path into a mirrored object's stripe_data, read as text or
+# as an integer in SQL (no JSON decoding per value in Python).
 _ITEM_FIELDS = {
-    "meter_id": ("price", "recurring", "meter"),
-    "usage_type": ("price", "recurring", "usage_type"),
-    "current_period_start": ("", "current_period_start"),
-    "current_period_end": ("", "current_period_end"),
-    "created": ("", "created"),
-    "status": ("subscription", "status"),
-    "start_date": ("subscription", "start_date"),
-    "ended_at": ("subscription", "ended_at"),
-    "canceled_at": ("subscription", "canceled_at"),
-    "trial_end": ("subscription", "trial_end"),
-    "test_clock": ("subscription__customer", "test_clock"),
+    "meter_id": (str, "price", "recurring", "meter"),
+    "usage_type": (str, "price", "recurring", "usage_type"),
+    "current_period_start": (int, "", "current_period_start"),
+    "current_period_end": (int, "", "current_period_end"),
+    "created": (int, "", "created"),
+    "status": (str, "subscription", "status"),
+    "start_date": (int, "subscription", "start_date"),
+    "ended_at": (int, "subscription", "ended_at"),
+    "canceled_at": (int, "subscription", "canceled_at"),
+    "trial_end": (int, "subscription", "trial_end"),
+    "test_clock": (str, "subscription__customer", "test_clock"),
 }
 
 
-def _json_path(relation: str, *keys: str):
-    expression = KeyTransform(keys[0], f"{relation}__stripe_data" if relation else "stripe_data")
-    for key in keys[1:]:
+def _json_path(kind: type, relation: str, *keys: str):
+    expression = f"{relation}__stripe_data" if relation else "stripe_data"
+    for key in keys[:-1]:
         expression = KeyTransform(key, expression)
-    return expression
+    text = KeyTextTransform(keys[-1], expression)
+    return Cast(text, BigIntegerField()) if kind is int else text
 
 
 def _metered_items(*, customer_ids=None, item_ids=None):
@@ -191,7 +194,7 @@ def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
     # Aliased ("j_..."): some names are also the model's own fields.
     fields = {f"j_{name}": _json_path(*path) for name, path in _ITEM_FIELDS.items()}
     key = conf.SUBJECT_METADATA_KEY
-    fields["j_subject_metadata"] = _json_path("subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
+    fields["j_subject_metadata"] = _json_path(str, "subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
     rows = items.values("id", "subscription_id", j_price_id=F("price__id"), j_customer_id=F("subscription__customer__id"), **fields)
     meters = _known_meter_ids()
     found = (ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows)
@@ -323,7 +326,7 @@ def _item_targets(item, changes, meters: dict[str, Meter], *, period=None) -> li
             service_starts=n > 0 or began >= start or bounds[n] == trial_end,
             service_ends=not last or ended is not None,
         )
-        target = replace(_target(item, meter, aligned), price_id=price_id, live=last and ended is None)
+        target = _target(item, meter, aligned, price_id=price_id, live=last and ended is None)
         targets.append(target)
     return targets
 
@@ -335,7 +338,7 @@ def _price_meter(item: ItemRow, price_id: str) -> str | None:
     return (data.get("recurring") or {}).get("meter")
 
 
-def _target(item: ItemRow, meter: Meter, period: AlignedPeriod) -> ReportTarget:
+def _target(item: ItemRow, meter: Meter, period: AlignedPeriod, *, price_id: str, live: bool) -> ReportTarget:
     key = conf.SUBJECT_METADATA_KEY
     metadata = {key: item.subject_metadata} if key and item.subject_metadata else {}
     try:
@@ -346,7 +349,7 @@ def _target(item: ItemRow, meter: Meter, period: AlignedPeriod) -> ReportTarget:
         customer_id=item.customer_id,
         subscription_id=item.subscription_id,
         subscription_item_id=item.id,
-        price_id=item.price_id,
+        price_id=price_id,
         meter=meter,
         livemode=meter.livemode,
         subject=subject,
@@ -354,6 +357,7 @@ def _target(item: ItemRow, meter: Meter, period: AlignedPeriod) -> ReportTarget:
         period=period,
         test_clock=item.test_clock,
         source_meter_slug=meter.source_meter_slug,
+        live=live,
         meter_error=problem_of_mirrored_meter(meter),
     )
 
