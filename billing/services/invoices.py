@@ -81,19 +81,26 @@ def invoiced_units_by_period(keys) -> dict[tuple, Decimal]:
     """
     if not keys:
         return {}
+    starts = [start for _m, _c, start in keys]
+    # The lines first (few: only ended periods have them; by customer and period end,
+    # an index): most runs' periods are current ones, and then nothing more is read.
+    lines = list(FinalizedInvoiceLine.objects.filter(
+        customer_id__in={customer for _m, customer, _s in keys}, period_end__gt=min(starts),
+        period_start__lte=max(starts), quantity__isnull=False, period_end__lte=F("finalized_at"),
+    ).values_list("subscription_item_id", "period_start", "period_end", "quantity"))
+    if not lines:
+        return {}
     periods_of_item = defaultdict(set)
     rows = UsageReport.objects.filter(
-        customer_id__in={customer for _m, customer, _s in keys}, billing_start__in={start for _m, _c, start in keys}
+        customer_id__in={customer for _m, customer, _s in keys}, billing_start__in=set(starts),
+        subscription_item_id__in={item_id for item_id, *_ in lines},
     ).values_list("meter_id", "customer_id", "billing_start", "subscription_item_id").distinct()
     for meter_id, customer_id, billing_start, item_id in rows:
         if (meter_id, customer_id, billing_start) in keys:
             periods_of_item[item_id].add((meter_id, customer_id, billing_start))
-    lines = FinalizedInvoiceLine.objects.filter(
-        subscription_item_id__in=periods_of_item, quantity__isnull=False, period_end__lte=F("finalized_at")
-    ).values_list("subscription_item_id", "period_start", "period_end", "quantity")
     billed: dict[tuple, Decimal] = {}
     for item_id, start, end, quantity in lines:
-        for key in periods_of_item[item_id]:
+        for key in periods_of_item.get(item_id, ()):
             if start <= key[2] < end:
                 billed[key] = billed.get(key, Decimal(0)) + quantity
     return billed
