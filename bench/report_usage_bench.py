@@ -306,6 +306,15 @@ def run_engine(args, shard=None) -> dict:
             shape = sql[:70]
             by_statement[shape] = by_statement.get(shape, 0.0) + time.perf_counter() - t
 
+    import psycopg
+
+    copy = psycopg.Cursor.copy
+
+    def counted_copy(self, statement, *a, **kw):  # COPY bypasses Django's execute wrapper
+        queries[0] += 1
+        return copy(self, statement, *a, **kw)
+
+    psycopg.Cursor.copy = counted_copy
     rss_before = _max_rss_mb()
     t = time.perf_counter()
     profile = None

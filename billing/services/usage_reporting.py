@@ -243,6 +243,9 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
 
 def log_outcome(outcome: ReportOutcome, *, trigger: str) -> None:
     """One structured log line per report (LOG_FORMAT=json makes its fields JSON keys)."""
+    level = logging.WARNING if outcome.status in (Status.FAILED, Status.PENDING, Status.REJECTED) else logging.INFO
+    if not reports_logger.isEnabledFor(level):  # a large run formats no line nobody reads
+        return
     target, report = outcome.target, outcome.report
     fields = {
         "customer": target.customer_id, "meter": target.meter.id, "trigger": trigger,
@@ -250,7 +253,6 @@ def log_outcome(outcome: ReportOutcome, *, trigger: str) -> None:
         "usage_until": outcome.usage_until.isoformat(), "value": str(outcome.value.to_integral_value()),
         "status": outcome.status, "identifier": report.identifier if report else "", "error": outcome.error,
     }
-    level = logging.WARNING if outcome.status in (Status.FAILED, Status.PENDING, Status.REJECTED) else logging.INFO
     reports_logger.log(level, "usage report %s: %s %s", fields["identifier"] or target.customer_id, outcome.status,
                        fields["value"], extra=fields)
 
