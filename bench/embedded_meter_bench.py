@@ -105,6 +105,7 @@ def bench_environment(args) -> dict:
         # Required without DEBUG; any value will do for a benchmark.
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
         "STRIPE_SECRET_KEY": "sk_test_EmbeddedMeterBenchNeverCalled0000",  # Stripe is not called
+        "DJANGO_SECURE_SSL_REDIRECT": "false",  # in-process plain HTTP, as the test Client sends it
     }
 
 
