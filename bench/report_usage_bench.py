@@ -241,6 +241,7 @@ def restore_snapshots(args) -> tuple[dict, float]:
     if args.db == "postgres":
         psql(f"DROP DATABASE IF EXISTS {paths['pg_work']}", check=False)
         psql(f"CREATE DATABASE {paths['pg_work']} TEMPLATE {paths['pg_template']}")
+        psql_on(paths["pg_work"], "ANALYZE")  # statistics, as autovacuum keeps them in production
     else:
         copy_sqlite(paths["sqlite"], paths["sqlite_work"])
     return json.loads(paths["meta"].read_text()), round(time.perf_counter() - t, 1)

@@ -271,9 +271,14 @@ def _insert(rows: list[UsageReport]) -> None:
         for row, (pk,) in zip(rows, cursor.fetchall()):
             row.pk = pk
         columns = ", ".join(quote(field.column) for field in fields)
+        now = timezone.now()
+        attnames = [field.attname for field in fields]
         with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields])
+                row.created = row.updated = now  # auto_now_add and auto_now, as save() sets them
+                # Values as the model holds them (str, int, bool, Decimal, aware datetime):
+                # psycopg writes each in the column's type.
+                copy.write_row([getattr(row, attname) for attname in attnames])
     for row in rows:
         row._state.adding, row._state.db = False, connection.alias
 
