@@ -112,3 +112,23 @@ def test_a_run_that_keeps_no_outcomes_still_counts_and_streams_them(fleet):
 def test_a_shard_that_does_not_exist_is_refused():
     with pytest.raises(BillingError, match="shard 2 of 2 does not exist"):
         Shard(2, 2)
+
+
+def test_a_batch_is_claimed_while_the_one_before_it_is_sent(fleet, settings, monkeypatch):
+    """The next batch's rows are committed before the previous batch is settled; sends never overlap."""
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": 3}
+    from billing.services import settle
+
+    seen, settle_sent = [], settle.settle_sent
+
+    def recording(results, reports):
+        seen.append((len(reports), UsageReport.objects.count(), UsageReport.objects.filter(status="sent").count()))
+        settle_sent(results, reports)
+
+    monkeypatch.setattr(settle, "settle_sent", recording)
+    run(source)
+    # Batches of 3, 3 and 1: when the first is settled the second is claimed too (6 rows,
+    # none sent yet); the second settles once the third is claimed; the last on its own.
+    assert seen == [(3, 6, 0), (3, 7, 3), (1, 7, 6)]
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)

@@ -162,11 +162,14 @@ def test_a_run_that_died_before_calling_stripe_is_resent_once(billing, settings)
     class ProcessKilled(BaseException):
         pass
 
+    start_sending = usage_reporting.send.start
+
     def die_before_sending(reports, client):
         if reports:
             raise ProcessKilled
+        return start_sending(reports, client)
 
-    with mock.patch.object(usage_reporting, "send_reports", side_effect=die_before_sending):
+    with mock.patch.object(usage_reporting.send, "start", side_effect=die_before_sending):
         with pytest.raises(ProcessKilled):
             billing.run(as_of=start + 3 * HOUR)
     pending = UsageReport.objects.get()

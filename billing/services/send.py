@@ -6,6 +6,8 @@ back here and are settled (settle.py) in one transaction, so no database connect
 is shared or opened per thread.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 from django.conf import settings
 
 from .. import stripe_api
@@ -17,13 +19,44 @@ from .meter_event_sender import MeterEventCall, MeterEventSender, MeterEventStre
 
 def send_reports(reports: list[UsageReport], client) -> None:
     """Send pending rows' meter events and settle each with what Stripe said."""
-    if not reports:
-        return
-    # Each row was written or claimed (updated = now) just before; the lease is kept
-    # while the send lasts, so no other run takes a row this one is still sending.
-    with ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=conf.PENDING_LEASE_SECONDS):
-        results = sender_for(client, len(reports)).send_all([meter_event_call(r) for r in reports])
-    settle.settle_sent(results, reports)
+    start(reports, client).settle()
+
+
+class Sending:
+    """
+    Pending rows' meter events on their way to Stripe, from a thread that only talks
+    HTTP (the caller may meanwhile claim its next batch); `settle` waits for Stripe's
+    answers and records them. Each row was written or claimed (updated = now) just
+    before; its lease is kept while the send lasts, so no other run takes a row this
+    one is still sending.
+    """
+
+    def __init__(self, reports: list[UsageReport], client):
+        self.reports = reports
+        self._keeper = self._pool = self._results = None
+        if not reports:
+            return
+        calls = [meter_event_call(r) for r in reports]
+        sender = sender_for(client, len(reports))
+        self._keeper = ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=conf.PENDING_LEASE_SECONDS)
+        self._keeper.__enter__()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meter-events")
+        self._results = self._pool.submit(sender.send_all, calls)
+
+    def settle(self) -> None:
+        if not self.reports:
+            return
+        try:
+            results = self._results.result()
+        finally:
+            self._pool.shutdown()
+            self._keeper.__exit__(None, None, None)
+        settle.settle_sent(results, self.reports)
+
+
+def start(reports: list[UsageReport], client) -> Sending:
+    """Start sending these pending rows' meter events; `.settle()` records Stripe's answers."""
+    return Sending(reports, client)
 
 
 def meter_event_call(report: UsageReport) -> MeterEventCall:

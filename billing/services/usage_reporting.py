@@ -36,6 +36,7 @@ from ..models import OutcomeStatus, UsageReport
 from ..usage_sources import get_usage_source
 from . import invoices, ledger, stripe_sync, targets as targets_step
 from .ledger import InFlight
+from . import send
 from .send import send_reports
 from .targets import ReportTarget
 from .totals import fetch_totals, invalid_total
@@ -179,21 +180,41 @@ def report_usage(
         result.add(resend_orphaned_reports(client, customer_ids=customer_ids, shard=shard))
     customers = targets_step.customers_to_report(customer_ids=customer_ids, shard=shard)
     size = conf.REPORT_BATCH_SIZE
+    sending = None
     for start in range(0, len(customers), size):
-        # One batch of customers at a time: read, totalled, claimed, sent and settled
-        # before the next is read, so the run's memory is that of one batch.
-        result.add(_report_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
-                                     client=client, dry_run=dry_run))
+        # One batch of customers at a time: read, totalled and claimed (its rows
+        # committed) while the batch before it is on its way to Stripe; that one is
+        # settled before this one is sent. At most two batches in memory, one call in
+        # flight per customer and meter (batches share no customer).
+        claimed = _claim_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
+                                   client=client, dry_run=dry_run)
+        if sending is not None:
+            result.add(sending.finish())
+        sending = _Sending(claimed, client=client, trigger=trigger)
+    if sending is not None:
+        result.add(sending.finish())
     return result
 
 
-def _report_customers(customer_ids, *, as_of, trigger, source, client, dry_run) -> list[ReportOutcome]:
+def _claim_customers(customer_ids, *, as_of, trigger, source, client, dry_run) -> list[ReportOutcome]:
     owed = targets_step.current_targets(customer_ids=customer_ids)
     clock = RunClock.for_targets(owed, client, as_of=as_of)
     if not dry_run:
         owed = _roll_ended_periods(client, owed, clock)
         owed = _with_finalized_invoices(client, owed, clock)
-    return report_targets(owed, clock=clock, trigger=trigger, source=source, client=client, dry_run=dry_run)
+    return claim_targets(owed, clock=clock, trigger=trigger, source=source, dry_run=dry_run)
+
+
+class _Sending:
+    """A batch's claimed outcomes with their pending rows on the way to Stripe (send.start)."""
+
+    def __init__(self, outcomes: list[ReportOutcome], *, client, trigger: str):
+        self.outcomes, self.trigger = outcomes, trigger
+        self.send = send.start([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
+
+    def finish(self) -> list[ReportOutcome]:
+        self.send.settle()
+        return _settled_outcomes(self.outcomes, trigger=self.trigger)
 
 
 def report_closed_periods(closed, *, trigger: str, source=None, client=None) -> RunResult:
@@ -218,6 +239,13 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
     Report each target up to the last whole window before its as-of time: write every
     ledger row first, then send the pending ones together, at the rate Stripe allows.
     """
+    outcomes = claim_targets(owed, clock=clock, trigger=trigger, source=source, dry_run=dry_run)
+    send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
+    return _settled_outcomes(outcomes, trigger=trigger)
+
+
+def claim_targets(owed, *, clock, trigger, source, dry_run=False) -> list[ReportOutcome]:
+    """Each target's total up to its last whole window, and its ledger row, committed; nothing sent."""
     owed = [t for t in owed if targets_step.watching_late_usage(t, clock.now(t))]
     spans = [(t, t.period.usage_until(clock.as_of(t))) for t in owed]
     spans = [(t, until) for t, until in spans if until > t.period.start or t.error]
@@ -234,7 +262,10 @@ def report_targets(owed, *, clock, trigger, source, client, dry_run=False) -> li
         # One commit for all the rows, written in bulk: committed before anything is
         # sent, as crash safety needs, in a few statements whatever their number.
         outcomes = [_claimed(c, result) for c, result in ledger.claim_all(claims, trigger=trigger)]
-    send_reports([o.report for o in outcomes if o.report and o.report.status == Status.PENDING], client)
+    return outcomes
+
+
+def _settled_outcomes(outcomes, *, trigger) -> list[ReportOutcome]:
     settled = [o.settled() for o in outcomes]
     for outcome in settled:
         log_outcome(outcome, trigger=trigger)
