@@ -1,6 +1,6 @@
 """
-Read-only queries: what there is to report (the reporting run's targets, the same
-ones the admin shows), and what the ledger says was reported.
+Read-only queries on the ledger: what a period's reports have sent, and which is in
+flight. (What there is to report is the run's own first step: services/targets.py.)
 """
 
 from decimal import Decimal
@@ -8,14 +8,8 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from .models import UsageReport
-from .services.targets import (  # noqa: F401  (the read side of the reporting run)
-    ReportTarget,
-    SubjectMappingError,
-    current_targets,
-    ledger_target,
-    subject_for,
-)
 from .services.ledger import rows_of
+from .services.targets import ReportTarget
 
 
 def sent_total(target: ReportTarget) -> Decimal:
