@@ -7,7 +7,7 @@ from decimal import Decimal
 from djstripe.models import SubscriptionItem
 
 from billing.models import UsageReport
-from billing.services import stripe_setup, usage_reporting
+from billing.services import stripe_setup, stripe_sync, usage_reporting
 from billing.services.periods import AlignedPeriod
 from tests.usage_doubles import RecordedUsage
 
@@ -60,3 +60,22 @@ def subscribe(emulator, days_ago: int) -> Billing:
     stripe_setup.ensure_epsilon_objects(demo_customer=True)
     emulator.set_time(real_now, freeze=False)
     return Billing(emulator, RecordedUsage())
+
+
+def subscribed_customers(emulator, count: int, *, started: datetime, email: str) -> list:
+    """`count` customers subscribed to the metered price at `started` (the emulator's
+    clock set there meanwhile), mirrored as the webhooks would: (customer, subscription) each."""
+    real_now = int(time.time())
+    emulator.set_time(int(started.timestamp()), freeze=True)
+    stripe_setup.ensure_epsilon_objects()
+    client = emulator.client()
+    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
+    made = []
+    for n in range(count):
+        customer = client.v1.customers.create({"email": email.format(n=n)})
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+        stripe_sync.sync_customer(customer)
+        stripe_sync.sync_subscription(subscription)
+        made.append((customer, subscription))
+    emulator.set_time(real_now, freeze=False)
+    return made

@@ -20,10 +20,10 @@ import pytest
 from django.db import connection
 
 from billing.models import UsageReport
-from billing.services import stripe_setup, stripe_sync
 from billing.usage_sources import UsageRequest
 from embedded_meter import services as meter_services
 from billing.usage_sources.embedded import EmbeddedUsageSource
+from tests.billing_fixtures import subscribed_customers
 from tests.factories import execution
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,20 +37,9 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 def fleet(postgres_only, stripe_emulated):
     """Customers subscribed two days ago, each with usage in the embedded meter."""
     emulator = stripe_emulated
-    real_now = int(time.time())
-    started = datetime.fromtimestamp(real_now, UTC) - timedelta(days=2)
-    emulator.set_time(int(started.timestamp()), freeze=True)
-    stripe_setup.ensure_epsilon_objects()
-    client = emulator.client()
-    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
-    customers = []
-    for n in range(CUSTOMERS):
-        customer = client.v1.customers.create({"email": f"load{n}@example.com"})
-        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
-        stripe_sync.sync_customer(customer)
-        stripe_sync.sync_subscription(subscription)
-        customers.append(customer.id)
-    emulator.set_time(real_now, freeze=False)
+    started = datetime.fromtimestamp(int(time.time()), UTC) - timedelta(days=2)
+    made = subscribed_customers(emulator, CUSTOMERS, started=started, email="load{n}@example.com")
+    customers = [customer.id for customer, _subscription in made]
 
     rng = random.Random(7)
     events = [
@@ -233,21 +222,12 @@ def test_a_closing_run_killed_mid_send_leaves_each_period_exactly_its_usage(post
     events, the next run finishes both periods, each with exactly its own usage.
     """
     emulator = stripe_emulated
-    real_now = int(time.time())
-    started = datetime.fromtimestamp(real_now, UTC).replace(minute=45, second=0, microsecond=0) - timedelta(days=31)
-    emulator.set_time(int(started.timestamp()), freeze=True)
-    stripe_setup.ensure_epsilon_objects()
-    client = emulator.client()
-    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
-    customers, ends = [], {}
-    for n in range(6):
-        customer = client.v1.customers.create({"email": f"close{n}@example.com"})
-        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
-        stripe_sync.sync_customer(customer)
-        stripe_sync.sync_subscription(subscription)  # the mirror still shows the first period
-        customers.append(customer.id)
-        ends[customer.id] = datetime.fromtimestamp(subscription["items"]["data"][0]["current_period_end"], UTC)
-    emulator.set_time(real_now, freeze=False)
+    started = datetime.fromtimestamp(int(time.time()), UTC).replace(minute=45, second=0, microsecond=0) - timedelta(days=31)
+    # The mirror still shows each subscription's first period.
+    made = subscribed_customers(emulator, 6, started=started, email="close{n}@example.com")
+    customers = [customer.id for customer, _subscription in made]
+    ends = {customer.id: datetime.fromtimestamp(subscription["items"]["data"][0]["current_period_end"], UTC)
+            for customer, subscription in made}
     rng = random.Random(5)
     end = next(iter(ends.values()))
     meter_services.ingest_events([

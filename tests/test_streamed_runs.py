@@ -14,8 +14,9 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.errors import BillingError
 from billing.models import UsageReport
-from billing.services import stripe_setup, stripe_sync, usage_reporting
+from billing.services import usage_reporting
 from billing.services.targets import Shard, customers_to_report
+from tests.billing_fixtures import subscribed_customers
 from tests.usage_doubles import RecordedUsage
 
 CUSTOMERS = 7
@@ -26,21 +27,11 @@ pytestmark = [pytest.mark.django_db]
 def fleet(stripe_emulated):
     """Customers subscribed two days ago, each with its own usage (3.5 + n units)."""
     emulator = stripe_emulated
-    real_now = int(time.time())
-    started = datetime.fromtimestamp(real_now, UTC) - timedelta(days=2)
-    emulator.set_time(int(started.timestamp()), freeze=True)
-    stripe_setup.ensure_epsilon_objects()
-    client = emulator.client()
-    price = client.v1.prices.list({"lookup_keys": ["epsilon_execution_monthly"]}).data[0]
-    source, customers = RecordedUsage(), []
-    for n in range(CUSTOMERS):
-        customer = client.v1.customers.create({"email": f"fleet{n}@example.com"})
-        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
-        stripe_sync.sync_customer(customer)
-        stripe_sync.sync_subscription(subscription)
-        source.add(customer.id, started + timedelta(hours=3), Decimal("3.5") + n)
-        customers.append(customer.id)
-    emulator.set_time(real_now, freeze=False)
+    started = datetime.fromtimestamp(int(time.time()), UTC) - timedelta(days=2)
+    customers = [c.id for c, _s in subscribed_customers(emulator, CUSTOMERS, started=started, email="fleet{n}@example.com")]
+    source = RecordedUsage()
+    for n, customer_id in enumerate(customers):
+        source.add(customer_id, started + timedelta(hours=3), Decimal("3.5") + n)
     return emulator, source, customers
 
 
