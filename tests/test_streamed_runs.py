@@ -123,3 +123,25 @@ def test_a_batch_is_claimed_while_the_one_before_it_is_sent(fleet, settings, mon
     # none sent yet); the second settles once the third is claimed; the last on its own.
     assert seen == [(3, 6, 0), (3, 7, 3), (1, 7, 6)]
     assert stripe_totals(emulator, customers) == whole_units_used(customers)
+
+
+def test_a_batch_that_cannot_be_claimed_still_lets_the_one_on_its_way_settle(fleet, settings, monkeypatch):
+    """A run that fails mid-way leaves no sent batch unsettled (nor its lease kept alive)."""
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": 4}
+    claim_customers, calls = usage_reporting._claim_customers, []
+
+    def second_batch_fails(customer_ids, **options):
+        calls.append(customer_ids)
+        if len(calls) == 2:
+            raise RuntimeError("the usage source went away")
+        return claim_customers(customer_ids, **options)
+
+    monkeypatch.setattr(usage_reporting, "_claim_customers", second_batch_fails)
+    with pytest.raises(RuntimeError):
+        run(source)
+    first = calls[0]
+    assert UsageReport.objects.filter(customer_id__in=first, status="sent").count() == len(first) == 4
+    assert not UsageReport.objects.filter(status="pending").exists()
+    sent = stripe_totals(emulator, first)
+    assert sent == {c: whole_units_used(customers)[c] for c in first}

@@ -181,18 +181,24 @@ def report_usage(
     customers = targets_step.customers_to_report(customer_ids=customer_ids, shard=shard)
     size = conf.REPORT_BATCH_SIZE
     sending = None
-    for start in range(0, len(customers), size):
-        # One batch of customers at a time: read, totalled and claimed (its rows
-        # committed) while the batch before it is on its way to Stripe; that one is
-        # settled before this one is sent. At most two batches in memory, one call in
-        # flight per customer and meter (batches share no customer).
-        claimed = _claim_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
-                                   client=client, dry_run=dry_run)
+    try:
+        for start in range(0, len(customers), size):
+            # One batch of customers at a time: read, totalled and claimed (its rows
+            # committed) while the batch before it is on its way to Stripe; that one is
+            # settled before this one is sent. At most two batches in memory, one call in
+            # flight per customer and meter (batches share no customer).
+            claimed = _claim_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
+                                       client=client, dry_run=dry_run)
+            if sending is not None:
+                finishing, sending = sending, None
+                result.add(finishing.finish())
+            sending = _Sending(claimed, client=client, trigger=trigger)
         if sending is not None:
-            result.add(sending.finish())
-        sending = _Sending(claimed, client=client, trigger=trigger)
-    if sending is not None:
-        result.add(sending.finish())
+            finishing, sending = sending, None
+            result.add(finishing.finish())
+    finally:
+        if sending is not None:  # a batch could not be claimed while this one was on its way
+            sending.finish()
     return result
 
 
