@@ -169,3 +169,13 @@ def test_report_now_on_a_period_awaiting_stripes_answer_warns_and_says_until_whe
     assert f"report {pending.identifier} (6 units) is awaiting Stripe's answer" in str(messages[0])
     assert f"resent with the same identifier from {resend_at} UTC" in str(messages[0])
     assert billing.stripe_total() == 0
+
+
+def test_shards_without_a_running_cluster_say_so_and_take_no_other_option(billing):
+    with pytest.raises(CommandError, match="--shards reports every customer as of now"):
+        call_command("report_usage", "--shards", "2", "--customer", billing.customer_id, stdout=StringIO())
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"only 0 of 2 shard\(s\) finished within 1 s: is a `manage.py qcluster` running"):
+        call_command("report_usage", "--shards", "2", "--wait", "1", stdout=out)
+    assert "0 of 2 shard(s) finished" in out.getvalue()
+    assert not UsageReport.objects.exists()  # queued for a worker, nothing reported here
