@@ -54,3 +54,16 @@ def test_a_failing_scheduled_run_fails_its_task_with_the_reason(billing):
     with mock.patch.object(usage_reporting, "get_usage_source", return_value=billing.source):
         with pytest.raises(ReportingFailed, match="OpenMeter timed out"):
             report_usage_on_schedule()
+
+
+@pytest.mark.django_db
+def test_the_schedule_fans_out_one_task_per_shard_when_configured(settings):
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    settings.EPSILON = {**settings.EPSILON, "REPORT_SHARDS": 3}
+    said = report_usage_on_schedule()
+    queued = [SignedPackage.loads(q.payload) for q in OrmQ.objects.all()]
+    assert sorted(task["args"][:2] for task in queued) == [(0, 3), (1, 3), (2, 3)]
+    assert {task["func"] for task in queued} == {"billing.tasks.report_usage_shard"}
+    assert len({task["group"] for task in queued}) == 1 and queued[0]["group"] in said
