@@ -288,16 +288,18 @@ BULK_BATCH = 500
 
 
 def _rows_of_periods(keys):
-    """The rows of these periods (a superset: filter by key_of), in one query."""
-    return UsageReport.objects.filter(
-        meter_id__in={k[0] for k in keys}, customer_id__in={k[1] for k in keys}, billing_start__in={k[2] for k in keys}
-    )
+    """
+    The rows of these periods (a superset: filter by key_of), in one query. By customer
+    and billing start only: a meter has every customer's rows, and a planner that
+    misjudges it (a young, unanalyzed ledger) would read them all for each batch.
+    """
+    return UsageReport.objects.filter(customer_id__in={k[1] for k in keys}, billing_start__in={k[2] for k in keys})
 
 
 def _carry_by_period(keys) -> dict[tuple, list[tuple]]:
     """(billing start, carry) of every period of these customers and meters not in `keys`, by (meter, customer)."""
     sums = (
-        UsageReport.objects.filter(meter_id__in={k[0] for k in keys}, customer_id__in={k[1] for k in keys})
+        UsageReport.objects.filter(customer_id__in={k[1] for k in keys})  # by customer only (_rows_of_periods)
         .values("meter_id", "customer_id", "billing_start").annotate(**CARRY_SUMS).order_by()
     )
     earlier = defaultdict(list)

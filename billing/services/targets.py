@@ -448,8 +448,7 @@ def _unfinished(targets: list[ReportTarget], *, now) -> list[ReportTarget]:
         ((row["meter_id"], row["customer_id"], row["billing_start"]), row["until"])
         for row in UsageReport.objects.filter(
             REPORTED,
-            meter_id__in={t.meter.id for t in ended}, customer_id__in={t.customer_id for t in ended},
-            billing_start__in={t.period.billing_start for t in ended},
+            customer_id__in={t.customer_id for t in ended}, billing_start__in={t.period.billing_start for t in ended},
         )
         .values("meter_id", "customer_id", "billing_start")
         .annotate(until=Max("usage_until"))
@@ -576,8 +575,7 @@ def _period_snapshots(by_key) -> dict[tuple, tuple[str, str, datetime]]:
         return {}
     first = (
         UsageReport.objects.filter(
-            meter_id__in={k[0] for k in by_key}, customer_id__in={k[1] for k in by_key},
-            billing_start__in={k[2] for k in by_key}, sequence=1,
+            customer_id__in={k[1] for k in by_key}, billing_start__in={k[2] for k in by_key}, sequence=1,
         )
         .values_list("meter_id", "customer_id", "billing_start", "window_size", "source_meter_slug", "period_start")
     )
