@@ -90,7 +90,7 @@ def carry_into(target: targets.ReportTarget) -> Decimal:
     earlier = UsageReport.objects.filter(
         meter_id=meter_id, customer_id=customer_id, billing_start__lt=billing_start
     ).aggregate(**CARRY_SUMS)
-    return earlier["usage"] - earlier["sent"] + earlier["unbilled"]
+    return _carry_of(earlier)
 
 
 # What a period adds to the customer's carry, summed in SQL (carry_into, claim_all) ...
@@ -99,6 +99,11 @@ CARRY_SUMS = {
     "sent": Sum("value_sent", filter=COUNTED, default=Decimal(0)),
     "unbilled": Sum("unbilled", filter=Q(status=Status.SENT), default=Decimal(0)),  # sent, on no invoice
 }
+
+
+def _carry_of(sums: dict) -> Decimal:
+    """The carry a CARRY_SUMS aggregate (of one period, or of several) stands for."""
+    return sums["usage"] - sums["sent"] + sums["unbilled"]
 
 
 def carry_of_rows(rows) -> Decimal:
@@ -306,7 +311,7 @@ def _carry_by_period(keys) -> dict[tuple, list[tuple]]:
     for s in sums:
         key = (s["meter_id"], s["customer_id"], s["billing_start"])
         if key not in keys:
-            earlier[key[:2]].append((key[2], s["usage"] - s["sent"] + s["unbilled"]))
+            earlier[key[:2]].append((key[2], _carry_of(s)))
     return earlier
 
 

@@ -311,10 +311,6 @@ def dry_run_outcome(c: ledger.Claim) -> ReportOutcome:
     return ReportOutcome(c.target, c.usage_until, c.total, value, DRY_RUN if value else Status.SKIPPED)
 
 
-def send_report(report: UsageReport, client) -> None:
-    send_reports([report], client)
-
-
 def resend_orphaned_reports(client, *, customer_ids=None, shard=None) -> list[ReportOutcome]:
     """
     Pending rows whose run died (or whose outcome was uncertain) are sent again with
