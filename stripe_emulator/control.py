@@ -28,6 +28,11 @@ For tests, the demo and cross-process checks:
     POST /_emulator/subscriptions/<id>/status status=past_due|unpaid|incomplete_expired|active
                                               (test-only: what failed payments would do;
                                               emits customer.subscription.updated)
+    POST /_emulator/bulk_subscriptions        count=N price=PRICE_ID [email_prefix=bulk start=0
+                                              email_domain=example.com metadata_n=false
+                                              batch=200 stripe_version= ids=true]: N customers
+                                              each subscribed to the price, made by the API's
+                                              own handlers, `batch` per transaction (bulk.py)
 
 Params come from the query string, a form body or a JSON body.
 """
@@ -48,9 +53,9 @@ VERSION = "1"
 
 
 class ControlError(Exception):
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, body: dict = None):
         super().__init__(message)
-        self.message, self.status = message, status
+        self.message, self.status, self.body = message, status, body
 
 
 class ControlApi:
@@ -82,6 +87,7 @@ class ControlApi:
             Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
             Rule("/_emulator/subscriptions/<sub_id>/status", methods=["POST"],
                  endpoint="subscription_status"),
+            Rule("/_emulator/bulk_subscriptions", methods=["POST"], endpoint="bulk_subscriptions"),
         ])
 
     def handle(self, request: Request) -> Response:
@@ -95,7 +101,7 @@ class ControlApi:
             body, status = {"error": {"message": f"Unknown control endpoint "
                                                  f"({request.method}: {request.path})."}}, 404
         except ControlError as e:
-            body, status = {"error": {"message": e.message}}, e.status
+            body, status = e.body or {"error": {"message": e.message}}, e.status
         return Response(jsonutil.dumps(body), status=status, mimetype="application/json")
 
     # --- endpoints ---------------------------------------------------------
@@ -231,6 +237,33 @@ class ControlApi:
         except ValueError as e:
             raise ControlError(str(e))
 
+    def do_bulk_subscriptions(self, params):
+        from . import bulk
+
+        if not params.get("count") or not params.get("price"):
+            raise ControlError("Pass count=N and price=PRICE_ID (a recurring price).")
+        count, start, batch = _int(params, "count"), _int_or(params, "start", 0), \
+            _int_or(params, "batch", bulk.DEFAULT_BATCH)
+        if not 1 <= count <= bulk.MAX_COUNT:
+            raise ControlError(f"count must be between 1 and {bulk.MAX_COUNT}.")
+        if start < 0 or batch < 1:
+            raise ControlError("start must be at least 0 and batch at least 1.")
+        if self.store.get(params["price"], "price") is None:
+            raise ControlError(f"No such price: {params['price']}", 404)
+        try:
+            made = bulk.bulk_subscriptions(
+                self.app, count=count, price=params["price"],
+                email_prefix=params.get("email_prefix", "bulk"),
+                email_domain=params.get("email_domain", "example.com"), start=start,
+                metadata_n=_flag(params, "metadata_n"), batch=batch,
+                stripe_version=params.get("stripe_version") or None)
+        except bulk.BulkError as e:
+            made = _without_ids(e.made, params)
+            raise ControlError(e.error.message, e.error.status, {
+                "error": {"message": e.error.message, "type": e.error.type,
+                          "code": e.error.code, "param": e.error.param}, "made": made})
+        return _without_ids(made, params)
+
     def do_validate(self, params):
         from .resources import v2_events
 
@@ -284,6 +317,17 @@ def _int(params: dict, name: str) -> int:
         return int(params[name])
     except (TypeError, ValueError):
         raise ControlError(f"{name} must be an integer, got {params[name]!r}.")
+
+
+def _int_or(params: dict, name: str, default: int) -> int:
+    return _int(params, name) if params.get(name) not in (None, "") else default
+
+
+def _without_ids(made: dict, params: dict) -> dict:
+    """`ids=false`: only the counts (a large run's ids are megabytes)."""
+    if "ids" in params and not _flag(params, "ids"):
+        return {k: v for k, v in made.items() if k not in ("customers", "subscriptions")}
+    return made
 
 
 def _flag(params: dict, name: str) -> bool:

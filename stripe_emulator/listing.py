@@ -43,13 +43,15 @@ def paginate(ctx, items: List[dict], url: str, kind: str = "object",
 
 
 def paginate_store(ctx, type: str, url: str, kind: str = "object", where: Optional[Callable] = None,
-                   render: Optional[Callable] = None) -> dict:
-    """`paginate` over a type's stored objects in the request's mode, by cursor in SQL (Store.page)."""
+                   render: Optional[Callable] = None, prepare: Optional[Callable] = None) -> dict:
+    """`paginate` over a type's stored objects in the request's mode, by cursor in SQL
+    (Store.page; `prepare` brings each object read up to date before `where` sees it)."""
     limit = ctx.int("limit", default=10, min=1, max=100)
     ctx.exclusive("starting_after", "ending_before")
     after = ctx.str("starting_after")
     before = ctx.str("ending_before")
-    found = ctx.store.page(type, ctx.livemode, limit=limit, after=after, before=before, where=where)
+    found = ctx.store.page(type, ctx.livemode, limit=limit, after=after, before=before, where=where,
+                           prepare=prepare)
     if found is None:
         param = "starting_after" if after is not None else "ending_before"
         raise errors.no_such(kind, after if after is not None else before, param=param)

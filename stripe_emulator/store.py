@@ -282,12 +282,15 @@ class Store:
 
     def page(self, type: str, livemode: Optional[bool], *, limit: int, after: Optional[str] = None,
              before: Optional[str] = None, where: Optional[Callable[[dict], bool]] = None,
-             chunk: int = 500) -> Optional[tuple]:
+             prepare: Optional[Callable[[dict], dict]] = None, chunk: int = 500) -> Optional[tuple]:
         """
         One page of a list, newest first, by cursor in SQL (`seq`): (objects, has_more),
         or None when the `after`/`before` object does not exist. Reads what the page needs
-        (in chunks, filtered by `where`), not every object of the type, so listing all of
-        100,000 objects costs 1,000 pages, not 1,000 full scans.
+        (in chunks, the first of `limit + 1` rows, filtered by `where`), not every object of
+        the type, so listing all of 100,000 objects costs 1,000 pages, not 1,000 full scans,
+        and a page costs the same at any N. Each object read passes through `prepare`
+        (object -> object as the list must show it) before `where`: the subscription list
+        settles a due billing cycle there, for the objects it reads and no other.
         """
         newest_first = before is None
         bound = after if after is not None else before
@@ -303,21 +306,27 @@ class Store:
             args.append(row["seq"])
         order = "DESC" if newest_first else "ASC"
         found, cursor_seq = [], None
+        size = min(chunk, limit + 1)  # enough when nothing is filtered out; grows if not
         while len(found) <= limit:
             extra, extra_args = "", []
             if cursor_seq is not None:
                 extra, extra_args = (" AND seq < ?" if newest_first else " AND seq > ?"), [cursor_seq]
             rows = self._query(
                 f"SELECT seq, data FROM objects WHERE {' AND '.join(clauses)}{extra} ORDER BY seq {order} LIMIT ?",
-                (*args, *extra_args, chunk),
+                (*args, *extra_args, size),
             )
             for r in rows:
+                if len(found) > limit:
+                    break  # has_more is known: the rest of the chunk is not needed
                 obj = json.loads(r["data"])
+                if prepare is not None:
+                    obj = prepare(obj)
                 if where is None or where(obj):
                     found.append(obj)
-            if len(rows) < chunk:
+            if len(rows) < size:
                 break
             cursor_seq = rows[-1]["seq"]
+            size = min(chunk, size * 2)
         has_more = len(found) > limit
         found = found[:limit]
         return (found, has_more) if newest_first else (list(reversed(found)), has_more)

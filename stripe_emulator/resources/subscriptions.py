@@ -10,7 +10,8 @@ the trial is the current period. They move on through the billing cycle
 (billing_cycle.py): each period end makes a draft invoice, sets
 `latest_invoice` and emits `customer.subscription.updated`, once, when the
 customer's time (its test clock, or the emulator clock) passes it; reads
-settle the customer first. No invoice is made when a subscription is created
+settle the customer first (a list, each subscription it reads whose boundary
+has passed: `settled`). No invoice is made when a subscription is created
 (Stripe makes one with `billing_reason: subscription_create`; the emulator
 leaves `latest_invoice` null until the first period closes).
 
@@ -115,12 +116,25 @@ def settle(ctx, sub: dict) -> dict:
     return ctx.store.get(sub["id"], "subscription")
 
 
-def _settle_all(ctx) -> None:
-    """Every subscription caught up with its time before a list is read: those the
-    emulator clock has made due (found in SQL) and those of test clock customers."""
-    billing_cycle.settle_all(ctx.store)
-    for customer in ctx.store.customers_on_test_clocks():
-        billing_cycle.settle_customer(ctx.store, customer)
+def settled(store, sub: dict) -> dict:
+    """
+    The subscription as a read must show it: when its own next boundary (period end, or
+    an earlier `cancel_at`) is at or before its customer's time, the customer is settled
+    (billing_cycle.settle_customer) and the subscription read again; else it is returned
+    as it is. Costs one lookup of its items (and of its test clock, if any), not a scan:
+    a list settles each subscription it reads this way, so a page costs the same however
+    many customers exist.
+    """
+    if sub["status"] in billing_cycle.CLOSED:
+        return sub
+    at = billing_cycle.next_boundary(store, sub)
+    if at is None:
+        return sub
+    now = billing_cycle.customer_now(store, sub["customer"]) if sub.get("test_clock") else store.now()
+    if at > now:
+        return sub
+    billing_cycle.settle_customer(store, sub["customer"])
+    return store.get(sub["id"], "subscription")
 
 
 def period_at(store, sub: dict, item: dict, t: int):
@@ -679,7 +693,6 @@ def list_subscriptions(ctx):
     collection = ctx.str("collection_method")
     test_clock = ctx.str("test_clock")
     created = range_filter(ctx, "created")
-    _settle_all(ctx)
 
     def status_ok(s):
         if status is None:
@@ -699,8 +712,11 @@ def list_subscriptions(ctx):
                 and (price is None or any(i["price"] == price
                                           for i in _items_of(ctx, s["id"]))))
 
+    # Each subscription read is caught up with its customer's time before it is filtered
+    # (a due period rolled, a due cancel_at canceled): the page's, not every customer's.
     return paginate_store(ctx, "subscription", "/v1/subscriptions", "subscription", where=keep,
-                          render=lambda o: respond(ctx, o))
+                          render=lambda o: respond(ctx, o),
+                          prepare=lambda s: settled(ctx.store, s))
 
 
 @route("/v1/subscription_items", ["GET"], LIST_PARAMS + ("subscription",))
