@@ -5,18 +5,35 @@ go through `ingest_events`, so they validate and deduplicate the same way.
 Invariant: a (source, id) is stored once, whichever path stores it; the first of a batch
 wins, and a re-sent event is accepted and skipped. Both paths leave that to the
 database's unique constraint (ON CONFLICT DO NOTHING), so two racing requests cannot
-both store one event. On PostgreSQL the rows are COPied (psycopg's `cursor.copy`) into a
-temporary staging table and moved by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`,
-several times cheaper than the ORM's multi-row VALUES, which every other database uses
-(SQLite: INSERT OR IGNORE). Validation is the same for both: `ingest_events` stores only
-what `validation` accepted, all of a request or nothing.
+both store one event. All of a request is stored or none of it: every event is
+validated, and a request with any invalid event is refused in a transaction that is
+rolled back.
+
+On PostgreSQL (the rate target, bench/README.md "Embedded meter") a request is validated
+in parts of BULK_CHUNK events, and each valid part is sent, while the next is validated,
+as one `INSERT ... SELECT FROM unnest(arrays) WITH ORDINALITY ORDER BY ordinality ON
+CONFLICT DO NOTHING` (binary parameters, psycopg's pipeline mode): PostgreSQL inserts
+one part on the other core while Python validates the next, the parts go in batch order
+(so the first of a batch still wins), and once an invalid event is seen nothing more is
+sent and the transaction is rolled back. Every other database (SQLite) validates the
+whole request, then uses the ORM's insert (INSERT OR IGNORE).
+
+Bodies are parsed by orjson where it reads them exactly as the standard library would:
+orjson turns integers beyond 64 bits into floats, so a body with 19 digits in a row goes
+to `json`, and so does any body orjson refuses (`json` then accepts or refuses it as
+before, with its own message). `data` is written for PostgreSQL by orjson too, except
+where `json` would write something else (integers beyond 64 bits, NaN and infinities,
+which orjson writes as null): that is `json`'s, as the ORM path writes it.
 """
 
+import contextlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
 import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
@@ -30,10 +47,12 @@ JSON = "application/json"
 CONTENT_TYPES = (SINGLE, BATCH, JSON)
 
 INSERT_BATCH_SIZE = 1000  # rows per multi-row VALUES insert (the ORM path)
-COPY_VENDORS = ("postgresql",)  # databases whose inserts go through COPY
-COPY_BATCH_SIZE = 50_000  # rows per COPY and insert (PostgreSQL)
-STAGING = "embedded_meter_event_staging"  # a temporary table: one per database session
-STAGED = ("event_id", "source", "type", "subject", "time", "data")
+BULK_VENDORS = ("postgresql",)  # databases whose inserts go through unnest(arrays), pipelined
+BULK_CHUNK = 250  # events validated, then sent as one insert, while the next are validated
+BULK_COLUMNS = ("event_id", "source", "type", "subject", "time", "data")
+# orjson reads integers beyond 64 bits as floats (json: exact ints). 19 digits in a row
+# anywhere (strings included: cheap and safe) send the body to json.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 @dataclass(eq=False)
@@ -61,16 +80,26 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _loads(body: bytes):
+    """The JSON value of `body`, as json.loads reads it, or IngestError."""
+    if isinstance(body, (bytes, bytearray, memoryview)) and not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # json decides, and names the problem as it always did
+    try:
+        # NaN/Infinity are not JSON and would not survive storage.
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise IngestError("body", f"is not valid JSON ({exc})") from None
+
+
 def parse_body(body: bytes, content_type: str) -> tuple[list, bool]:
     """The raw events of a request body and whether it was a batch, or IngestError."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type not in CONTENT_TYPES:
         raise IngestError("Content-Type", f"must be one of {', '.join(CONTENT_TYPES)}, got {content_type or 'none'!r}")
-    try:
-        # NaN/Infinity are not JSON and would not survive storage.
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise IngestError("body", f"is not valid JSON ({exc})") from None
+    payload = _loads(body)
     if media_type == SINGLE and not isinstance(payload, dict):
         raise IngestError("body", f"{SINGLE} takes one event (a JSON object); send arrays as {BATCH}")
     if media_type == BATCH and not isinstance(payload, list):
@@ -84,33 +113,51 @@ def parse_body(body: bytes, content_type: str) -> tuple[list, bool]:
 
 def ingest_events(raw_events: Sequence, *, batch: bool = True) -> int:
     """
-    Validate every event, then store them all in one bulk insert, or none (IngestError).
+    Validate every event and store them all, or none (IngestError).
     A (source, id) already stored is skipped by the database's unique constraint, so
     a re-sent event is accepted but counted once, even when two requests race.
     Returns the number of events accepted (duplicates included).
     """
     now = timezone.now()
-    events, errors = validation.validate_events(
-        raw_events, definitions.all_meters().values(), now, batch=batch
-    )
+    meters = list(definitions.all_meters().values())
+    if connection.vendor not in BULK_VENDORS:
+        events, errors = validation.validate_events(raw_events, meters, now, batch=batch)
+        _refuse(errors)
+        with transaction.atomic():
+            store(events, ingested_at=now, bulk=False)
+        return len(events)
+    accepted, errors = 0, []
+    with transaction.atomic():
+        with _Inserter(now) as insert:
+            for start in range(0, len(raw_events), BULK_CHUNK):
+                events, invalid = validation.validate_events(
+                    raw_events[start : start + BULK_CHUNK], meters, now, batch=batch, start=start
+                )
+                errors += invalid
+                if not errors:
+                    insert(events)
+                accepted += len(events)
+        _refuse(errors)  # rolls back what was sent
+    return accepted
+
+
+def _refuse(errors: list[validation.EventError]) -> None:
     if errors:
         first = errors[0]
         raise IngestError(first.field, first.message, first.index, errors)
-    with transaction.atomic():
-        store(events, ingested_at=now)
-    return len(events)
 
 
 def store(events: Sequence[validation.ValidEvent], *, ingested_at: datetime, bulk: bool | None = None) -> None:
     """
     Insert valid events, skipping any (source, id) already stored or earlier in `events`.
-    `bulk` (default: on PostgreSQL) picks COPY; False, the ORM's multi-row insert.
+    `bulk` (default: on PostgreSQL) picks unnest(arrays); False, the ORM's multi-row insert.
     """
     if bulk is None:
-        bulk = connection.vendor in COPY_VENDORS
+        bulk = connection.vendor in BULK_VENDORS
     if bulk:
-        for i in range(0, len(events), COPY_BATCH_SIZE):
-            _copy_insert(events[i : i + COPY_BATCH_SIZE], ingested_at)
+        with _Inserter(ingested_at) as insert:
+            for i in range(0, len(events), BULK_CHUNK):
+                insert(events[i : i + BULK_CHUNK])
         return
     rows = [
         Event(
@@ -122,31 +169,59 @@ def store(events: Sequence[validation.ValidEvent], *, ingested_at: datetime, bul
     Event.objects.bulk_create(rows, batch_size=INSERT_BATCH_SIZE, ignore_conflicts=True)
 
 
-def _copy_insert(events: Sequence[validation.ValidEvent], ingested_at: datetime) -> None:
+class _Inserter:
     """
-    PostgreSQL: COPY the rows into a session-private staging table, then one INSERT ...
-    SELECT in COPY order (so the first duplicate wins) ON CONFLICT DO NOTHING.
+    PostgreSQL: `insert(events)` sends one INSERT ... SELECT FROM unnest(arrays) WITH
+    ORDINALITY, in the events' order, ON CONFLICT (source, id) DO NOTHING. In pipeline
+    mode the statement is sent without waiting for it; leaving the context waits for
+    them all (and raises a database error, if any).
     """
-    table = connection.ops.quote_name(Event._meta.db_table)
-    column = {f.name: connection.ops.quote_name(f.column) for f in Event._meta.concrete_fields}
-    names = ", ".join(column[n] for n in STAGED)
-    encoder = Event._meta.get_field("data").encoder
-    connection.ensure_connection()
-    # psycopg's own cursor, for COPY (Django's cursor wrapper has no copy()).
-    with psycopg.Cursor(connection.connection) as cursor:
-        staged = ", ".join(f"{column[n]} {Event._meta.get_field(n).db_type(connection)}" for n in STAGED)
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (n bigint GENERATED ALWAYS AS IDENTITY, {staged})"
+
+    def __init__(self, ingested_at: datetime):
+        self.ingested_at = ingested_at
+        self.encoder = Event._meta.get_field("data").encoder
+        q = connection.ops.quote_name
+        column = {f.name: q(f.column) for f in Event._meta.concrete_fields}
+        names = ", ".join(column[n] for n in BULK_COLUMNS)
+        types = ", ".join(
+            f"%b::{'text' if n == 'data' else Event._meta.get_field(n).db_type(connection)}[]" for n in BULK_COLUMNS
         )
-        with cursor.copy(f"COPY {STAGING} ({names}) FROM STDIN") as copy:
-            for e in events:
-                # JSONField's own encoding (its encoder): what the ORM path stores.
-                data = None if e.data is None else json.dumps(e.data, cls=encoder)
-                copy.write_row((e.event_id, e.source, e.type, e.subject, e.time, data))
-        cursor.execute(
-            f"INSERT INTO {table} ({names}, {column['ingested_at']}) "
-            f"SELECT {names}, %s FROM {STAGING} ORDER BY n "
-            f"ON CONFLICT ({column['source']}, {column['event_id']}) DO NOTHING",
-            [ingested_at],
+        aliases = ", ".join(f"c{i}" for i in range(len(BULK_COLUMNS)))
+        values = ", ".join(f"c{i}::jsonb" if n == "data" else f"c{i}" for i, n in enumerate(BULK_COLUMNS))
+        self.sql = (
+            f"INSERT INTO {q(Event._meta.db_table)} ({names}, {column['ingested_at']}) "
+            f"SELECT {values}, %b FROM unnest({types}) WITH ORDINALITY AS e({aliases}, n) ORDER BY n "
+            f"ON CONFLICT ({column['source']}, {column['event_id']}) DO NOTHING"
         )
-        cursor.execute(f"TRUNCATE {STAGING}")
+
+    def __enter__(self):
+        connection.ensure_connection()
+        conn = connection.connection  # psycopg's own connection: Django's cursor has no pipeline
+        self._stack = contextlib.ExitStack()
+        self.cursor = self._stack.enter_context(psycopg.Cursor(conn))
+        if psycopg.Pipeline.is_supported():
+            self._stack.enter_context(conn.pipeline())
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._stack.__exit__(*exc_info)
+
+    def __call__(self, events: Sequence[validation.ValidEvent]) -> None:
+        if not events:
+            return
+        event_ids, sources, types, subjects, times, data = zip(*events)
+        self.cursor.execute(
+            self.sql,
+            [self.ingested_at, list(event_ids), list(sources), list(types), list(subjects), list(times),
+             [None if d is None else self._json(d) for d in data]],
+        )
+
+    def _json(self, data) -> str:
+        """`data` as JSONField's encoder writes it (what the ORM path stores), by orjson where equal."""
+        try:
+            text = orjson.dumps(data, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+        except TypeError:  # integers beyond 64 bits, types orjson has no default for
+            return json.dumps(data, cls=self.encoder)
+        if b"null" in text:  # orjson writes NaN and infinities as null, json does not
+            return json.dumps(data, cls=self.encoder)
+        return text.decode()

@@ -25,7 +25,7 @@ def store_path(request, monkeypatch):
     """Ingest through one insert path: the ORM's (any database) or COPY (PostgreSQL)."""
     if request.param == "copy" and connection.vendor != "postgresql":
         pytest.skip("COPY is PostgreSQL's")
-    monkeypatch.setattr(services, "COPY_VENDORS", ("postgresql",) if request.param == "copy" else ())
+    monkeypatch.setattr(services, "BULK_VENDORS", ("postgresql",) if request.param == "copy" else ())
     return request.param
 
 
@@ -86,7 +86,7 @@ def test_copy_stores_the_rows_the_orm_stores(postgres_only, monkeypatch):
     monkeypatch.setattr(timezone, "now", lambda: now)
     rows = {}
     for path in ("orm", "copy"):
-        monkeypatch.setattr(services, "COPY_VENDORS", ("postgresql",) if path == "copy" else ())
+        monkeypatch.setattr(services, "BULK_VENDORS", ("postgresql",) if path == "copy" else ())
         assert services.ingest_events(EVENTS) == len(EVENTS)
         rows[path] = sorted(Event.objects.values_list("event_id", "source", "type", "subject", "time", "data", "ingested_at"))
         Event.objects.all().delete()
