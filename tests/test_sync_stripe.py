@@ -5,6 +5,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from djstripe import models as djstripe_models
 
 from billing import stripe_api
@@ -161,9 +163,13 @@ def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_em
     before = len(stripe_emulated.requests())
 
     out = StringIO()
-    call_command("sync_stripe", stdout=out)
+    with CaptureQueriesContext(connection) as queries:
+        call_command("sync_stripe", stdout=out)
 
     assert "120 customer(s), 120 subscription(s)" in out.getvalue()
+    # New rows go in by INSERT ... VALUES: Django's bulk_create sends PostgreSQL a column
+    # as one array (UNNEST), which psycopg escapes in Python character by character.
+    assert not [q["sql"] for q in queries if "UNNEST(" in q["sql"].upper()]
     requests = [(r["method"], r["path"]) for r in stripe_emulated.requests()[before:]]
     assert requests.count(("GET", "/v1/customers")) == 2
     assert requests.count(("GET", "/v1/subscriptions")) == 2
