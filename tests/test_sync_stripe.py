@@ -154,13 +154,17 @@ def test_the_bulk_mirror_writes_the_rows_dj_stripe_writes(stripe_emulated, djang
     assert updated["Customer"][customers[0].id]["email"] == "new@example.com"
 
 
-def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_emulated):
+def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_emulated, monkeypatch):
     client = stripe_api.get_client().v1
     price = metered_price(client)
     for n in range(120):
         customer = client.customers.create({"email": f"c{n}@example.com"})
         client.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
     before = len(stripe_emulated.requests())
+    owner_lookups = []
+    for model in (djstripe_models.Customer, djstripe_models.Subscription):
+        find = model._find_owner_account
+        monkeypatch.setattr(model, "_find_owner_account", lambda *a, _find=find, **kw: owner_lookups.append(1) or _find(*a, **kw))
 
     out = StringIO()
     with CaptureQueriesContext(connection) as queries:
@@ -170,6 +174,8 @@ def test_sync_lists_a_page_per_100_objects_and_asks_nothing_per_object(stripe_em
     # New rows go in by INSERT ... VALUES: Django's bulk_create sends PostgreSQL a column
     # as one array (UNNEST), which psycopg escapes in Python character by character.
     assert not [q["sql"] for q in queries if "UNNEST(" in q["sql"].upper()]
+    # The owner account (a savepoint and three queries) is looked up once per run, not per page.
+    assert len(owner_lookups) == 1
     requests = [(r["method"], r["path"]) for r in stripe_emulated.requests()[before:]]
     assert requests.count(("GET", "/v1/customers")) == 2
     assert requests.count(("GET", "/v1/subscriptions")) == 2

@@ -68,19 +68,44 @@ def _written_fields(model) -> list[models.Field]:
     ]
 
 
+class RunCache:
+    """
+    What every page of one sync refers to alike, read once per run instead of once per
+    page: the owner account of the synced key (dj-stripe's lookup is a savepoint and
+    three queries) and the few objects of SHARED models (an item's price). Rows of
+    these are not written by the pages, so they cannot go stale within a run.
+    """
+
+    SHARED = (djstripe_models.Price,)
+
+    def __init__(self):
+        self.owners: dict = {}
+        self.objects: dict[tuple[type, str], StripeModel] = {}
+
+
 class Related:
     """Mirrored objects by (model, Stripe id): fetched for a whole page at once."""
 
-    def __init__(self):
+    def __init__(self, cache: RunCache | None = None):
         self.objects: dict[tuple[type, str], StripeModel] = {}
+        self.cache = cache
 
     def fetch(self, model, datas: Iterable[dict]) -> None:
         """Every object the foreign keys of `datas` (objects of `model`) refer to."""
         for field in _foreign_keys(model):
+            target = field.related_model
             ids = {get_id_from_stripe_data(d[field.name]) for d in datas if d.get(field.name)}
-            ids -= {i for (m, i) in self.objects if m is field.related_model}
+            ids -= {i for (m, i) in self.objects if m is target}
+            shared = self.cache is not None and target in RunCache.SHARED
+            if shared:
+                known = {i: self.cache.objects[(target, i)] for i in ids if (target, i) in self.cache.objects}
+                self.add(known.values())
+                ids -= set(known)
             if ids:
-                self.add(field.related_model.stripe_objects.filter(id__in=ids))
+                found = list(target.stripe_objects.filter(id__in=ids))
+                self.add(found)
+                if shared:
+                    self.cache.objects.update(((target, o.id), o) for o in found)
 
     def add(self, instances: Iterable[StripeModel]) -> None:
         for instance in instances:
@@ -205,13 +230,20 @@ def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> N
             )
 
 
-def owner_account(model, data: dict):
-    """dj-stripe's owner account of the objects synced with this key (one lookup per page)."""
-    return model._find_owner_account(data, api_key=settings.STRIPE_SECRET_KEY)
+def owner_account(model, data: dict, cache: RunCache | None = None):
+    """dj-stripe's owner account of the objects synced with this key (one lookup per page,
+    or per run with a RunCache: a plain dict's owner depends on the key alone)."""
+    if cache is None or not isinstance(data, dict):
+        return model._find_owner_account(data, api_key=settings.STRIPE_SECRET_KEY)
+    key = settings.STRIPE_SECRET_KEY
+    if key not in cache.owners:
+        cache.owners[key] = model._find_owner_account(data, api_key=key)
+    return cache.owners[key]
 
 
-def mirror_customers(page, *, sync_one: Callable) -> list[str]:
-    """A page of Stripe customers (a list page, or objects) mirrored; returns their ids."""
+def mirror_customers(page, *, sync_one: Callable, cache: RunCache | None = None) -> list[str]:
+    """A page of Stripe customers (a list page, or objects) mirrored; returns their ids.
+    `cache`: what the pages of one run share (RunCache)."""
     pairs = with_data(page)
     bulk, one_by_one = [], []
     key = djstripe_settings.SUBSCRIBER_CUSTOMER_KEY
@@ -225,9 +257,9 @@ def mirror_customers(page, *, sync_one: Callable) -> list[str]:
     model = djstripe_models.Customer
     with transaction.atomic():
         if bulk:
-            related = Related()
+            related = Related(cache)
             related.fetch(model, [d for _, d in bulk])
-            owner = owner_account(model, bulk[0][1])
+            owner = owner_account(model, bulk[0][1], cache)
             records, rest = [], []
             for obj, data in bulk:
                 try:
@@ -250,11 +282,12 @@ def needs_dj_stripe(data: dict) -> bool:
     )
 
 
-def mirror_subscriptions(page, *, sync_one: Callable, after: Callable) -> list[str]:
+def mirror_subscriptions(page, *, sync_one: Callable, after: Callable, cache: RunCache | None = None) -> list[str]:
     """
     A page of Stripe subscriptions and their items mirrored; `after(data, before)` is
     called for each subscription written here, with its items as they were mirrored
-    before (item id -> price id). Returns their ids.
+    before (item id -> price id). Returns their ids. `cache`: what the pages of one run
+    share (RunCache).
     """
     subscription_model, item_model = djstripe_models.Subscription, djstripe_models.SubscriptionItem
     pairs = with_data(page)
@@ -267,10 +300,10 @@ def mirror_subscriptions(page, *, sync_one: Callable, after: Callable) -> list[s
                 subscription__id__in=list(before)
             ).values_list("subscription_id", "id", "price__id"):
                 before[sub_id][item_id] = price_id
-            related = Related()
+            related = Related(cache)
             related.fetch(subscription_model, [data for _, data in bulk])
             related.fetch(item_model, [item for _, data in bulk for item in data["items"]["data"]])
-            owner = owner_account(subscription_model, bulk[0][1])
+            owner = owner_account(subscription_model, bulk[0][1], cache)
             records, written = [], []
             for obj, data in bulk:
                 try:

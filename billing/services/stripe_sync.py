@@ -171,16 +171,22 @@ def sync_all(*, client=None, on_synced=None) -> SyncCounts:
     """
     client = client or stripe_api.get_client()
     v1 = client.v1
+    cache = stripe_mirror.RunCache()  # what every page refers to alike, read once per run
     one_by_one = [
         ("meter", v1.billing.meters, {}, sync_meter),
         ("product", v1.products, {}, sync_product),
         ("price", v1.prices, {}, sync_price),
     ]
     by_page = [
-        ("customer", v1.customers, {}, lambda page: stripe_mirror.mirror_customers(page, sync_one=sync_customer)),
+        (
+            "customer", v1.customers, {},
+            lambda page: stripe_mirror.mirror_customers(page, sync_one=sync_customer, cache=cache),
+        ),
         (
             "subscription", v1.subscriptions, {"status": "all"},
-            lambda page: stripe_mirror.mirror_subscriptions(page, sync_one=sync_subscription, after=_record_changes),
+            lambda page: stripe_mirror.mirror_subscriptions(
+                page, sync_one=sync_subscription, after=_record_changes, cache=cache
+            ),
         ),
     ]
     result = SyncCounts()
