@@ -8,6 +8,7 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from epsilon import lookups  # noqa: F401 - registers __any_of
         from . import checks, stripe_api, webhooks  # noqa: F401 - registers the checks and webhook handlers
 
         stripe_api.configure_stripe_module()

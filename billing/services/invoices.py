@@ -85,15 +85,15 @@ def invoiced_units_by_period(keys) -> dict[tuple, Decimal]:
     # The lines first (few: only ended periods have them; by customer and period end,
     # an index): most runs' periods are current ones, and then nothing more is read.
     lines = list(FinalizedInvoiceLine.objects.filter(
-        customer_id__in={customer for _m, customer, _s in keys}, period_end__gt=min(starts),
+        customer_id__any_of={customer for _m, customer, _s in keys}, period_end__gt=min(starts),
         period_start__lte=max(starts), quantity__isnull=False, period_end__lte=F("finalized_at"),
     ).values_list("subscription_item_id", "period_start", "period_end", "quantity"))
     if not lines:
         return {}
     periods_of_item = defaultdict(set)
     rows = UsageReport.objects.filter(
-        customer_id__in={customer for _m, customer, _s in keys}, billing_start__in=set(starts),
-        subscription_item_id__in={item_id for item_id, *_ in lines},
+        customer_id__any_of={customer for _m, customer, _s in keys}, billing_start__any_of=set(starts),
+        subscription_item_id__any_of={item_id for item_id, *_ in lines},
     ).values_list("meter_id", "customer_id", "billing_start", "subscription_item_id").distinct()
     for meter_id, customer_id, billing_start, item_id in rows:
         if (meter_id, customer_id, billing_start) in keys:
@@ -125,7 +125,7 @@ def refresh_finalized(client, customer_ids, *, since: datetime) -> None:
 def finalized_ends(customer_ids) -> set[tuple[str, datetime]]:
     """(subscription item, period end) of every finalized item period of these customers."""
     return set(
-        FinalizedInvoiceLine.objects.filter(customer_id__in=customer_ids).values_list("subscription_item_id", "period_end")
+        FinalizedInvoiceLine.objects.filter(customer_id__any_of=customer_ids).values_list("subscription_item_id", "period_end")
     )
 
 

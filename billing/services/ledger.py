@@ -298,13 +298,13 @@ def _rows_of_periods(keys):
     and billing start only: a meter has every customer's rows, and a planner that
     misjudges it (a young, unanalyzed ledger) would read them all for each batch.
     """
-    return UsageReport.objects.filter(customer_id__in={k[1] for k in keys}, billing_start__in={k[2] for k in keys})
+    return UsageReport.objects.filter(customer_id__any_of={k[1] for k in keys}, billing_start__any_of={k[2] for k in keys})
 
 
 def _carry_by_period(keys) -> dict[tuple, list[tuple]]:
     """(billing start, carry) of every period of these customers and meters not in `keys`, by (meter, customer)."""
     sums = (
-        UsageReport.objects.filter(customer_id__in={k[1] for k in keys})  # by customer only (_rows_of_periods)
+        UsageReport.objects.filter(customer_id__any_of={k[1] for k in keys})  # by customer only (_rows_of_periods)
         .values("meter_id", "customer_id", "billing_start").annotate(**CARRY_SUMS).order_by()
     )
     earlier = defaultdict(list)
@@ -545,10 +545,10 @@ def settle(results: dict, reports: list[UsageReport]) -> None:
             if status == Status.SENT:
                 fields["sent_at"] = now
             for chunk in _chunks(sorted(pks), BULK_BATCH):
-                UsageReport.objects.filter(pk__in=chunk, status=Status.PENDING).update(**fields)
+                UsageReport.objects.filter(pk__any_of=chunk, status=Status.PENDING).update(**fields)
     settled = {}
     for chunk in _chunks([r.pk for r in reports], BULK_BATCH):
-        rows = UsageReport.objects.filter(pk__in=chunk).values_list("pk", "status", "error", "attempts", "sent_at", "updated")
+        rows = UsageReport.objects.filter(pk__any_of=chunk).values_list("pk", "status", "error", "attempts", "sent_at", "updated")
         settled.update((row[0], row[1:]) for row in rows)
     for report in reports:
         report.status, report.error, report.attempts, report.sent_at, report.updated = settled[report.pk]
@@ -597,13 +597,13 @@ class LeaseKeeper:
             connection.close()
 
     def renew(self) -> int:
-        return UsageReport.objects.filter(pk__in=self.report_ids, status=Status.PENDING).update(updated=timezone.now())
+        return UsageReport.objects.filter(pk__any_of=self.report_ids, status=Status.PENDING).update(updated=timezone.now())
 
 
 def past_lease(*, lease: timedelta, customer_ids=None, now=None):
     """Pending rows no run is sending: their lease ran out (a dead run's, or in doubt)."""
     rows = UsageReport.objects.filter(status=Status.PENDING, updated__lt=(now or timezone.now()) - lease)
-    return rows if customer_ids is None else rows.filter(customer_id__in=customer_ids)
+    return rows if customer_ids is None else rows.filter(customer_id__any_of=customer_ids)
 
 
 def claim_orphans(*, lease: timedelta, customer_ids=None, shard=None) -> tuple[list[UsageReport], list[UsageReport]]:

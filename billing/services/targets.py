@@ -169,10 +169,10 @@ def _metered_items(*, customer_ids=None, item_ids=None):
     items = SubscriptionItem.objects.all()
     if customer_ids is not None:
         subscriptions = Subscription.objects.filter(
-            customer__id__in=customer_ids,
+            customer__id__any_of=customer_ids,
             stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES,
         ).values_list("id", flat=True)
-        items = items.filter(subscription__id__in=list(subscriptions))
+        items = items.filter(subscription__id__any_of=list(subscriptions))
     elif item_ids is not None:
         items = items.filter(id__in=item_ids, subscription__stripe_data__status__in=LIVE_SUBSCRIPTION_STATUSES + ENDED_SUBSCRIPTION_STATUSES)
     else:
@@ -252,7 +252,7 @@ def customers_to_report(*, customer_ids=None, shard: Shard | None = None, now=No
         period_end__gt=now - STRIPE_TIMESTAMP_MAX_AGE, meter__livemode=settings.STRIPE_LIVE_MODE
     ).exclude(trigger=UsageReport.Trigger.RECONCILE)
     if customer_ids is not None:
-        in_ledger = in_ledger.filter(customer_id__in=customer_ids)
+        in_ledger = in_ledger.filter(customer_id__any_of=customer_ids)
     customers = set(with_items.distinct().order_by()) | set(in_ledger.values_list("customer_id", flat=True).distinct().order_by())
     return sorted(c for c in customers if shard is None or shard.holds(c))
 
@@ -289,7 +289,7 @@ def closed_period_targets(closed, *, now=None) -> list[ReportTarget]:
 def _changes(items) -> dict[str, list[SubscriptionItemChange]]:
     """Each item's recorded changes (removal, price replaced), oldest first."""
     changes = defaultdict(list)
-    for change in SubscriptionItemChange.objects.filter(item_id__in=[item.id for item in items]).order_by("at"):
+    for change in SubscriptionItemChange.objects.filter(item_id__any_of=[item.id for item in items]).order_by("at"):
         changes[change.item_id].append(change)
     return changes
 
@@ -409,7 +409,7 @@ def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
         trigger=UsageReport.Trigger.RECONCILE
     )
     if customer_ids is not None:
-        rows = rows.filter(customer_id__in=customer_ids)
+        rows = rows.filter(customer_id__any_of=customer_ids)
     # Each period's latest report, by a correlated NOT EXISTS (one query, any number of periods).
     later = UsageReport.objects.filter(
         meter_id=OuterRef("meter_id"), customer_id=OuterRef("customer_id"),
@@ -420,7 +420,7 @@ def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
         return []
     customers = {report.customer_id for report in reports}
     subjects = _subjects(customers)
-    clocks = dict(Customer.objects.filter(id__in=customers).values_list("id", "stripe_data__test_clock"))
+    clocks = dict(Customer.objects.filter(id__any_of=customers).values_list("id", "stripe_data__test_clock"))
     return [ledger_target(r, subjects.get(r.customer_id, (None, None)), clocks.get(r.customer_id)) for r in reports]
 
 
@@ -448,7 +448,7 @@ def _unfinished(targets: list[ReportTarget], *, now) -> list[ReportTarget]:
         ((row["meter_id"], row["customer_id"], row["billing_start"]), row["until"])
         for row in UsageReport.objects.filter(
             REPORTED,
-            customer_id__in={t.customer_id for t in ended}, billing_start__in={t.period.billing_start for t in ended},
+            customer_id__any_of={t.customer_id for t in ended}, billing_start__any_of={t.period.billing_start for t in ended},
         )
         .values("meter_id", "customer_id", "billing_start")
         .annotate(until=Max("usage_until"))
@@ -488,7 +488,7 @@ def ledger_target(report: UsageReport, subject=(None, None), test_clock=None) ->
 
 
 def _subjects(customer_ids) -> dict[str, tuple[str | None, str | None]]:
-    metadata = dict(Customer.objects.filter(id__in=customer_ids).values_list("id", "stripe_data__metadata"))
+    metadata = dict(Customer.objects.filter(id__any_of=customer_ids).values_list("id", "stripe_data__metadata"))
     subjects = {}
     for customer_id in customer_ids:
         try:
@@ -575,7 +575,7 @@ def _period_snapshots(by_key) -> dict[tuple, tuple[str, str, datetime]]:
         return {}
     first = (
         UsageReport.objects.filter(
-            customer_id__in={k[1] for k in by_key}, billing_start__in={k[2] for k in by_key}, sequence=1,
+            customer_id__any_of={k[1] for k in by_key}, billing_start__any_of={k[2] for k in by_key}, sequence=1,
         )
         .values_list("meter_id", "customer_id", "billing_start", "window_size", "source_meter_slug", "period_start")
     )
