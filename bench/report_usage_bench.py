@@ -307,6 +307,13 @@ def run_engine(args, shard=None) -> dict:
             shape = sql[:70]
             by_statement[shape] = by_statement.get(shape, 0.0) + time.perf_counter() - t
 
+    from django.db.backends.signals import connection_created
+
+    def count_there_too(sender, connection, **kwargs):  # the sending threads settle on their own connections
+        if count not in connection.execute_wrappers:
+            connection.execute_wrappers.append(count)
+
+    connection_created.connect(count_there_too, weak=False)
     import psycopg
 
     copy = psycopg.Cursor.copy

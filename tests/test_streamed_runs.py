@@ -145,3 +145,33 @@ def test_a_batch_that_cannot_be_claimed_still_lets_the_one_on_its_way_settle(fle
     assert not UsageReport.objects.filter(status="pending").exists()
     sent = stripe_totals(emulator, first)
     assert sent == {c: whole_units_used(customers)[c] for c in first}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer: the run settles its batches itself")
+@pytest.mark.django_db(transaction=True)  # committed rows, as in a real run (no test transaction around it)
+def test_on_postgresql_the_sending_thread_settles_its_batch_before_the_next_is_sent(fleet, settings, monkeypatch):
+    """Each batch is settled by the thread that sent it, on its own connection; sends still never overlap."""
+    import threading
+
+    from billing.services import meter_event_sender, settle
+
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": 3}
+    steps, settle_sent = [], settle.settle_sent
+
+    def recording_settle(results, reports):
+        settle_sent(results, reports)
+        steps.append(("settled", len(reports), threading.current_thread() is threading.main_thread()))
+
+    monkeypatch.setattr(settle, "settle_sent", recording_settle)
+    for cls in (meter_event_sender.MeterEventSender, meter_event_sender.MeterEventStreamSender):
+        def recording_send(self, calls, _send=cls.send_all):
+            steps.append(("sending", len(calls), threading.current_thread() is threading.main_thread()))
+            return _send(self, calls)
+
+        monkeypatch.setattr(cls, "send_all", recording_send)
+    run(source)
+    # Batches of 3, 3 and 1, each sent then settled off the main thread before the next is sent.
+    assert steps == [(step, n, False) for n in (3, 3, 1) for step in ("sending", "settled")]
+    assert UsageReport.objects.filter(status=UsageReport.Status.SENT).count() == CUSTOMERS
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)

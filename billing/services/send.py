@@ -3,12 +3,18 @@ Send: pending ledger rows become meter events, at the rate Stripe allows.
 
 The threads of the senders (meter_event_sender.py) only talk HTTP; the results come
 back here and are settled (settle.py) in one transaction, so no database connection
-is shared or opened per thread.
+is shared or opened per sender thread. A batch of a reporting run is sent from a
+thread of its own while the run claims the next batch; on PostgreSQL, when the rows
+were committed (no transaction around the run), that thread also settles the batch
+on a connection of its own, so the database writes the statuses while the run reads
+and claims its next batch. Elsewhere (SQLite has one writer; a caller's open
+transaction holds rows no other connection sees) the caller settles.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.db import connection
 
 from .. import stripe_api
 from ..conf import conf
@@ -25,8 +31,9 @@ def send_reports(reports: list[UsageReport], client) -> None:
 class Sending:
     """
     Pending rows' meter events on their way to Stripe, from a thread that only talks
-    HTTP (the caller may meanwhile claim its next batch); `settle` waits for Stripe's
-    answers and records them. Each row was written or claimed (updated = now) just
+    HTTP (the caller may meanwhile claim its next batch) and, where it can, settles them
+    (`settles_from_thread`); `settle` waits for that, or for Stripe's answers and records
+    them. Each row was written or claimed (updated = now) just
     before; its lease is kept while the send lasts, so no other run takes a row this
     one is still sending.
     """
@@ -41,7 +48,18 @@ class Sending:
         self._keeper = ledger.LeaseKeeper([r.pk for r in reports], lease_seconds=conf.PENDING_LEASE_SECONDS)
         self._keeper.__enter__()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meter-events")
-        self._results = self._pool.submit(sender.send_all, calls)
+        self._settled_there = settles_from_thread()
+        self._results = self._pool.submit(self._send, sender, calls)
+
+    def _send(self, sender, calls) -> dict:
+        """In the sending thread: Stripe's answers, settled here on a connection of its own if it settles."""
+        results = sender.send_all(calls)
+        if self._settled_there:
+            try:
+                settle.settle_sent(results, self.reports)
+            finally:
+                connection.close()
+        return results
 
     def settle(self) -> None:
         if not self.reports:
@@ -51,7 +69,13 @@ class Sending:
         finally:
             self._pool.shutdown()
             self._keeper.__exit__(None, None, None)
-        settle.settle_sent(results, self.reports)
+        if not self._settled_there:
+            settle.settle_sent(results, self.reports)
+
+
+def settles_from_thread() -> bool:
+    """Whether a batch's sending thread settles it: PostgreSQL, rows committed (see above)."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
 
 
 def start(reports: list[UsageReport], client) -> Sending:
