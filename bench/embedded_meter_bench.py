@@ -23,9 +23,15 @@ Steps (see bench/README.md, "Embedded meter"):
   3. ingest:      batches of --batch-size events through POST /api/v1/events (Django's test
                   Client, in-process), through `ingest_events` directly, over real HTTP
                   against `manage.py runserver` (unless --no-http), and the same batches
-                  re-sent (the dedupe path). On PostgreSQL inserts go through COPY; the
-                  test Client path is measured again with the ORM's insert for comparison
-                  (unless --no-orm-comparison).
+                  re-sent (the dedupe path). On PostgreSQL inserts go through unnest(arrays);
+                  the test Client path is measured again with the ORM's insert for comparison
+                  (unless --no-orm-comparison), and with embedded_meter's services.py and
+                  validation.py as of a git revision (--before REV, e.g. the commit before a
+                  change), in turn with the others in the same sitting.
+                  Each ingest run also records CPU seconds per event: this process's
+                  (time.process_time) and, on PostgreSQL at 127.0.0.1, the server backend's
+                  (/proc/<pg_backend_pid()>/stat): on a machine shared with other work they
+                  say what a run costs when wall-clock rates only say how busy the machine was.
 Wall times are medians of --runs runs. Results: a table on stdout and
 var/bench/embedded_meter-<db>.json.
 """
@@ -80,7 +86,9 @@ def parse_args():
                         help="skip truncate and load if exactly the events this run would load are stored")
     parser.add_argument("--no-http", action="store_true", help="skip ingest over real HTTP (runserver)")
     parser.add_argument("--no-orm-comparison", action="store_true",
-                        help="PostgreSQL: skip POST /api/v1/events with the ORM insert in place of COPY")
+                        help="PostgreSQL: skip POST /api/v1/events with the ORM insert in place of unnest")
+    parser.add_argument("--before", metavar="REV",
+                        help="also POST through embedded_meter's services.py and validation.py of git revision REV")
     parser.add_argument("--port", type=int, default=12198, help="runserver port for ingest over real HTTP")
     parser.add_argument("--skip", nargs="*", default=[], choices=["aggregation", "ingest", "query-all"],
                         help="steps to leave out")
@@ -415,6 +423,58 @@ def ingest_batches(run: str, count: int, size: int) -> list[list[dict]]:
     return batches
 
 
+def services_at(rev: str):
+    """embedded_meter's services module (and its validation) as of git revision `rev`,
+    importing everything else (models, definitions, jsonpath) from the working tree."""
+    import types
+
+    import embedded_meter
+    from embedded_meter import definitions, jsonpath, models
+
+    name = "embedded_meter_at_" + rev.replace("~", "_").replace("^", "_").replace("-", "_")
+    package = types.ModuleType(name)
+    package.__path__ = []
+    sys.modules[name] = package
+    for module in (definitions, jsonpath, models):
+        short = module.__name__.rsplit(".", 1)[1]
+        sys.modules[f"{name}.{short}"] = module
+        setattr(package, short, module)
+    for short in ("validation", "services"):
+        source = subprocess.check_output(["git", "show", f"{rev}:embedded_meter/{short}.py"], cwd=ROOT, text=True)
+        module = types.ModuleType(f"{name}.{short}")
+        module.__package__ = name
+        module.__file__ = f"{embedded_meter.__path__[0]}/{short}.py@{rev}"
+        sys.modules[module.__name__] = module
+        setattr(package, short, module)
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return package.services
+
+
+class CpuMeter:
+    """CPU seconds of this process and, on a local PostgreSQL, of this connection's server backend."""
+
+    def __init__(self):
+        from django.db import connection
+
+        self.backend_stat = None
+        if connection.vendor == "postgresql" and connection.settings_dict.get("HOST") in ("127.0.0.1", "localhost", ""):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                path = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+            if path.exists():
+                self.backend_stat = path
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def backend(self) -> float | None:
+        if self.backend_stat is None:
+            return None
+        fields = self.backend_stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+
+    def read(self) -> tuple[float, float | None]:
+        return time.process_time(), self.backend()
+
+
 def measure_ingest(args) -> dict:
     from django.test import Client
 
@@ -434,15 +494,28 @@ def measure_ingest(args) -> dict:
             ingest_events(batch)
 
     def orm_insert(send):
-        """The same sender with the ORM's multi-row insert instead of COPY (PostgreSQL)."""
+        """The same sender with the ORM's multi-row insert instead of unnest (PostgreSQL)."""
         from embedded_meter import services
 
         def sender(payload):
-            vendors, services.COPY_VENDORS = services.COPY_VENDORS, ()
+            vendors, services.BULK_VENDORS = services.BULK_VENDORS, ()
             try:
                 send(payload)
             finally:
-                services.COPY_VENDORS = vendors
+                services.BULK_VENDORS = vendors
+
+        return sender
+
+    def with_services(module, send):
+        """The same sender with the view calling `module` (services.py of another revision)."""
+        from embedded_meter import views
+
+        def sender(payload):
+            current, views.services = views.services, module
+            try:
+                send(payload)
+            finally:
+                views.services = current
 
         return sender
 
@@ -453,6 +526,8 @@ def measure_ingest(args) -> dict:
     }
     if args.db == "postgres" and not args.no_orm_comparison:
         paths["http_test_client_orm_insert"] = (orm_insert(post_client), True)
+    if args.before:
+        paths[f"http_test_client_at_{args.before}"] = (with_services(services_at(args.before), post_client), True)
     server = None
     if not args.no_http:
         server = start_runserver(args)
@@ -461,6 +536,8 @@ def measure_ingest(args) -> dict:
     per = args.batch_size * args.ingest_batches
     results = {}
     rates = {path: ([], []) for path in paths}
+    cpu = {path: ([], []) for path in paths}  # per new event: this process, the database backend
+    meter = CpuMeter()
     try:
         # Paths take turns, run by run, so a slow moment of the machine hits them alike.
         for run in range(args.runs):
@@ -469,9 +546,14 @@ def measure_ingest(args) -> dict:
                 batches = ingest_batches(f"{path}-{run}", args.ingest_batches, args.batch_size)
                 payload = [json.dumps(b).encode() for b in batches] if serialized else batches
                 before = Event.objects.filter(source=INGEST_SOURCE).count()
+                cpu_client, cpu_backend = meter.read()
                 t = time.perf_counter()
                 send(payload)
                 new_rates.append(per / (time.perf_counter() - t))
+                client_after, backend_after = meter.read()
+                cpu[path][0].append((client_after - cpu_client) / per)
+                if cpu_backend is not None:
+                    cpu[path][1].append((backend_after - cpu_backend) / per)
                 t = time.perf_counter()
                 send(payload)  # the same batches again: every event is a duplicate
                 dup_rates.append(per / (time.perf_counter() - t))
@@ -486,8 +568,22 @@ def measure_ingest(args) -> dict:
                 "resent_events_per_second": round(statistics.median(dup_rates)),
                 "resent_runs": [round(r) for r in dup_rates],
             }
-            print(f"ingest {path}: {results[path]['new_events_per_second']:,} new events/s, "
-                  f"{results[path]['resent_events_per_second']:,} re-sent events/s", flush=True)
+            client_cpu, backend_cpu = cpu[path]
+            r = results[path]
+            r["client_cpu_us_per_event"] = round(statistics.median(client_cpu) * 1e6, 1)
+            r["client_cpu_runs"] = [round(c * 1e6, 1) for c in client_cpu]
+            cpu_note = f"; CPU per new event {r['client_cpu_us_per_event']} us here"
+            if backend_cpu:
+                r["db_backend_cpu_us_per_event"] = round(statistics.median(backend_cpu) * 1e6, 1)
+                r["db_backend_cpu_runs"] = [round(c * 1e6, 1) for c in backend_cpu]
+                cpu_note += f" + {r['db_backend_cpu_us_per_event']} us in the PostgreSQL backend"
+                total = r["client_cpu_us_per_event"] + r["db_backend_cpu_us_per_event"]
+            else:
+                total = r["client_cpu_us_per_event"]
+            # If nothing else ran and nothing waited (commits do wait): one event after another.
+            r["cpu_bound_events_per_second"] = round(1e6 / total) if total else None
+            print(f"ingest {path}: {r['new_events_per_second']:,} new events/s, "
+                  f"{r['resent_events_per_second']:,} re-sent events/s{cpu_note}", flush=True)
     finally:
         if server:
             server.stop()
@@ -574,8 +670,10 @@ def print_table(results: dict) -> None:
         rows.append(("load: ingest_events, %d/call" % results["args"]["load_batch"],
                      f"{load['events_per_second']:,} events/s", f"{load['events']:,} events in {load['ingest_seconds']} s"))
     for path, r in results.get("ingest", {}).items():
+        cpu = f"CPU {r['client_cpu_us_per_event']} us/event" + (
+            f" + {r['db_backend_cpu_us_per_event']} us/event in PostgreSQL" if "db_backend_cpu_us_per_event" in r else "")
         rows.append((f"ingest {path}, {r['batch_size']}/batch", f"{r['new_events_per_second']:,} events/s",
-                     f"runs {r['new_runs']}"))
+                     f"runs {r['new_runs']}; {cpu} (1 / CPU: {r['cpu_bound_events_per_second']:,} events/s)"))
         rows.append((f"ingest {path}, re-sent (dedupe)", f"{r['resent_events_per_second']:,} events/s",
                      f"runs {r['resent_runs']}"))
     for name, r in results.get("totals", {}).items():

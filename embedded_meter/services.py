@@ -28,7 +28,6 @@ which orjson writes as null): that is `json`'s, as the ORM path writes it.
 
 import contextlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,8 +50,11 @@ BULK_VENDORS = ("postgresql",)  # databases whose inserts go through unnest(arra
 BULK_CHUNK = 250  # events validated, then sent as one insert, while the next are validated
 BULK_COLUMNS = ("event_id", "source", "type", "subject", "time", "data")
 # orjson reads integers beyond 64 bits as floats (json: exact ints). 19 digits in a row
-# anywhere (strings included: cheap and safe) send the body to json.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# anywhere (strings included: cheap and safe) send the body to json. Found by mapping
+# every digit to "0" and anything else to " " (bytes.translate) and looking for 19 zeros:
+# a tenth of the CPU of a regular expression's search.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 @dataclass(eq=False)
@@ -82,7 +84,7 @@ def _reject_constant(name):
 
 def _loads(body: bytes):
     """The JSON value of `body`, as json.loads reads it, or IngestError."""
-    if isinstance(body, (bytes, bytearray, memoryview)) and not _LONG_DIGITS.search(body):
+    if isinstance(body, (bytes, bytearray)) and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -126,6 +128,8 @@ def ingest_events(raw_events: Sequence, *, batch: bool = True) -> int:
         with transaction.atomic():
             store(events, ingested_at=now, bulk=False)
         return len(events)
+    if not isinstance(raw_events, Sequence):
+        raw_events = list(raw_events)
     accepted, errors = 0, []
     with transaction.atomic():
         with _Inserter(now) as insert:
