@@ -32,7 +32,7 @@ CLOSED = ("canceled", "incomplete_expired")
 
 
 def customer_now(store, customer_id: Optional[str]) -> int:
-    return _time_on(store, clock_of(store, customer_id))
+    return _time_on(clock_of(store, customer_id), store.now())
 
 
 def customer_times(store, customers: Dict[str, dict]) -> Dict[str, int]:
@@ -40,18 +40,19 @@ def customer_times(store, customers: Dict[str, dict]) -> Dict[str, int]:
     `test_clock`}), each test clock read once: a meter event batch asks this for up
     to 100 customers at a time."""
     clocks: dict = {}
+    now = store.now()
     out = {}
     for customer_id, customer in customers.items():
         clock_id = customer.get("test_clock")
         if clock_id and clock_id not in clocks:
             clocks[clock_id] = store.get(clock_id, "test_helpers.test_clock")
-        out[customer_id] = _time_on(store, clocks[clock_id] if clock_id else None)
+        out[customer_id] = _time_on(clocks[clock_id] if clock_id else None, now)
     return out
 
 
-def _time_on(store, clock: Optional[dict]) -> int:
-    """A customer's time: its test clock's frozen_time, else the emulator clock."""
-    return clock["frozen_time"] if clock else store.now()
+def _time_on(clock: Optional[dict], now: int) -> int:
+    """A customer's time: its test clock's frozen_time, else the emulator clock's `now`."""
+    return clock["frozen_time"] if clock else now
 
 
 def clock_of(store, customer_id: Optional[str]) -> Optional[dict]:

@@ -15,14 +15,12 @@ _TAGGED = re.compile('"' + _TAG + r':(-?[0-9]+(?:\.[0-9]+)?)"')
 
 
 def _tag(value):
+    """json's `default` hook: a Decimal becomes a tagged string, unquoted after."""
     if isinstance(value, Decimal):
         return f"{_TAG}:{format_decimal(value)}"
-    if isinstance(value, dict):
-        return {k: _tag(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_tag(v) for v in value]
-    return value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def dumps(value, indent=2) -> str:
-    return _TAGGED.sub(r"\1", json.dumps(_tag(value), indent=indent))
+    """`indent=None`: compact, by json's C encoder (large control API answers)."""
+    return _TAGGED.sub(r"\1", json.dumps(value, indent=indent, default=_tag))
