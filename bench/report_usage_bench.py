@@ -17,9 +17,12 @@ with Stripe's documented live limits on (v1 meter events 1,000/s, the v2 stream 
 events/s, one call per customer and meter at a time) and `--latency-ms` on meter event
 calls, so the run sends at the rate Stripe itself allows.
 
-Setup, the fastest honest way: the N customers and subscriptions are created once
-through the emulator's real API (POST /v1/customers, /v1/subscriptions, by threads),
-mirrored by `manage.py sync_stripe` (list pages), and the usage ingested through the
+Setup, the fastest honest way: the N customers and subscriptions are created once by
+the emulator's own API handlers (`POST /_emulator/bulk_subscriptions`: each customer
+by the `POST /v1/customers` handler, its subscription by `POST /v1/subscriptions`'s,
+with their events, many per transaction, without HTTP per call; an interrupted making
+is finished by API calls), mirrored by `manage.py sync_stripe` (list pages, the app's
+own path), and the usage ingested through the
 embedded meter's service; then kept as snapshots (the emulator's SQLite state file and
 a PostgreSQL template database, or a SQLite file). Every later run starts from copies
 of them (a file copy, `CREATE DATABASE ... TEMPLATE`), taking seconds: no meter event,
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "var" / "bench"
 BENCH_KEY = "sk_live_EpsilonBenchmarkKey000000000000"
 PG_DATABASE = "epsilon_bench_reporting"
+BULK_CHUNK = 10_000  # customers a bulk_subscriptions call makes
 
 
 def parse_args():
@@ -157,6 +161,7 @@ def make_snapshots(args) -> dict:
         paths["sqlite_work"].unlink(missing_ok=True)
     emulator = start_emulator(args, paths["emulator"], limits=False)
     import django
+    from django.conf import settings
     from django.core.management import call_command
 
     django.setup()
@@ -187,8 +192,16 @@ def make_snapshots(args) -> dict:
             client.v1.subscriptions.create({"customer": customer_id, "items": [{"price": price.id}]})
         return customer_id
 
-    with ThreadPoolExecutor(8) as pool:
-        customer_ids = list(pool.map(subscribe, range(args.subscriptions)))
+    if not made:  # the API's own handlers, many pairs per transaction (stripe_emulator/README.md)
+        customer_ids = []
+        for start in range(0, args.subscriptions, BULK_CHUNK):
+            customer_ids += control(
+                "bulk_subscriptions", count=str(min(BULK_CHUNK, args.subscriptions - start)), price=price.id,
+                email_prefix="bench", start=str(start), stripe_version=settings.STRIPE_API_VERSION,
+            )["customers"]
+    else:  # a making that was interrupted: what is missing, by API calls
+        with ThreadPoolExecutor(8) as pool:
+            customer_ids = list(pool.map(subscribe, range(args.subscriptions)))
     timings["made_before"] = len(subscribed)
     control("time", real="true")
     timings["stripe_objects_seconds"] = round(time.perf_counter() - t, 1)
