@@ -44,7 +44,11 @@ def with_data(page) -> list[tuple]:
     (object, plain dict) for each object of a list page. The dicts are the page's JSON as
     Stripe sent it (the response stripe-python parsed), equal to what `plain` makes of
     each object without serializing every object again; `plain` when there is no response.
+    A raw page (the parsed JSON of a list, stripe_sync.list_raw_pages) gives each dict as
+    both: its `sync_one` makes the Stripe object of what it gets.
     """
+    if isinstance(page, dict) and page.get("object") == "list":
+        return [(data, data) for data in page["data"]]
     objects = list(page)
     response = getattr(page, "last_response", None)
     raw = (response.data or {}).get("data") if response is not None else None
