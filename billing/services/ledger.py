@@ -290,6 +290,32 @@ def _insert(rows: list[UsageReport]) -> None:
 
 # Rows per INSERT/UPDATE statement of a batch (SQLite's parameter limit allows this many).
 BULK_BATCH = 500
+# Rows a run writes before it checks that PostgreSQL's statistics of the ledger keep up.
+ANALYZE_AFTER = 1000
+
+
+def keep_statistics(*, rows_written: int) -> bool:
+    """
+    Analyze the ledger when PostgreSQL's estimate of its size is below half of what this
+    run has written: True when it did. A batch reads its customers' rows by a thousand
+    customer ids; with no statistics (a new ledger, or one a first large run fills faster
+    than autovacuum, whose naptime is a minute, analyzes it) the planner takes every row
+    for a match and reads the whole table for each batch, so a run grows quadratically.
+    ANALYZE samples the table and blocks neither reads nor writes; a run analyzes again
+    only each time it doubles what the estimate holds, so a large ledger is never
+    analyzed by runs. Elsewhere nothing is done.
+    """
+    if connection.vendor != "postgresql" or rows_written < ANALYZE_AFTER:
+        return False
+    table = connection.ops.quote_name(UsageReport._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        (estimate,) = cursor.fetchone()
+        if estimate >= rows_written / 2:
+            return False
+        cursor.execute(f"ANALYZE {table}")
+    logger.info("analyzed the ledger: PostgreSQL estimated %d rows, this run has written %d", estimate, rows_written)
+    return True
 
 
 def _rows_of_periods(keys):

@@ -236,8 +236,12 @@ class Shard:
         if not 0 <= self.index < self.count:
             raise BillingError(f"shard {self.index} of {self.count} does not exist: use 0 to {self.count - 1}")
 
+    def index_of(self, customer_id: str) -> int:
+        """The shard of `count` a customer is in."""
+        return zlib.crc32(customer_id.encode()) % self.count
+
     def holds(self, customer_id: str) -> bool:
-        return zlib.crc32(customer_id.encode()) % self.count == self.index
+        return self.index_of(customer_id) == self.index
 
 
 def customers_to_report(*, customer_ids=None, shard: Shard | None = None, now=None) -> list[str]:

@@ -180,7 +180,7 @@ def report_usage(
         result.add(resend_orphaned_reports(client, customer_ids=customer_ids, shard=shard))
     customers = targets_step.customers_to_report(customer_ids=customer_ids, shard=shard)
     size = conf.REPORT_BATCH_SIZE
-    sending = None
+    sending, written = None, 0
     try:
         for start in range(0, len(customers), size):
             # One batch of customers at a time: read, totalled and claimed (its rows
@@ -189,6 +189,9 @@ def report_usage(
             # flight per customer and meter (batches share no customer).
             claimed = _claim_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
                                        client=client, dry_run=dry_run)
+            written += sum(o.report is not None for o in claimed)
+            if not dry_run:
+                ledger.keep_statistics(rows_written=written)
             if sending is not None:
                 finishing, sending = sending, None
                 result.add(finishing.finish())
