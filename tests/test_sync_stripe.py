@@ -213,3 +213,28 @@ def test_what_the_bulk_path_cannot_resolve_goes_through_dj_stripe(stripe_emulate
     assert djstripe_models.Price.objects.get(id=price.id).pk == again["price_id"]
     changed = {"price_id"} | BOOKKEEPING
     assert {k: v for k, v in again.items() if k not in changed} == {k: v for k, v in item.items() if k not in changed}
+
+
+def test_a_resync_rewrites_what_changed_and_stamps_every_row(stripe_emulated):
+    """Unchanged rows are not rewritten (IS DISTINCT FROM), yet get djstripe_updated as dj-stripe's save."""
+    client = stripe_api.get_client().v1
+    price = metered_price(client)
+    customers = [client.customers.create({"email": f"r{n}@example.com"}) for n in range(3)]
+    for customer in customers:
+        client.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    call_command("sync_stripe", stdout=StringIO())
+    before = mirror_rows()
+    stamps = {
+        model: dict(model.objects.values_list("id", "djstripe_updated")) for model in MIRRORED
+    }
+    client.customers.update(customers[1].id, {"email": "changed@example.com"})
+
+    call_command("sync_stripe", stdout=StringIO())
+
+    after = mirror_rows()
+    assert after["Customer"][customers[1].id]["email"] == "changed@example.com"
+    after["Customer"][customers[1].id] = before["Customer"][customers[1].id]
+    assert after == before  # nothing else changed
+    for model in MIRRORED:
+        for stripe_id, stamp in model.objects.values_list("id", "djstripe_updated"):
+            assert stamp > stamps[model][stripe_id]

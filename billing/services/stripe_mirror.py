@@ -28,6 +28,7 @@ from djstripe.utils import get_id_from_stripe_data
 # As dj-stripe's _stripe_object_to_record: never written from Stripe's data.
 IGNORED_FIELDS = ("date_purged", "subscriber", "stripe_data")
 UPDATE_CHUNK = 500  # rows per UPDATE statement
+STAMP = "djstripe_updated"  # when dj-stripe last saved the row (auto_now)
 
 
 class NotMirrored(Exception):
@@ -205,21 +206,33 @@ def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> N
     """
     Write `fields` of every instance in one `UPDATE ... FROM (VALUES ...)` per chunk,
     matched by Stripe id (Django's bulk_update builds a CASE per field and row: 60 ms an
-    object at a page of 100).
+    object at a page of 100). A row whose columns already hold every value is not
+    rewritten (`IS DISTINCT FROM`: a resync of unchanged objects writes no new JSON,
+    TOAST or index entries); it only gets its `djstripe_updated` (STAMP), as dj-stripe's
+    save would give it, by a second, narrow UPDATE of the ids the first did not return.
     """
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     key = model._meta.get_field("id")
-    columns = [key, *fields]
+    compared = [f for f in fields if f.name != STAMP]
+    stamp = [f for f in fields if f.name == STAMP]
+    columns = [key, *compared, *stamp]
     if connection.vendor == "postgresql":
         row = "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in columns) + ")"
         names = [quote(f"v{i}") for i in range(len(columns))]
         source = f"AS v ({', '.join(names)})"
+        distinct = "IS DISTINCT FROM"
     else:  # SQLite names VALUES columns column1, column2, ...
         row = "(" + ", ".join("%s" for _ in columns) + ")"
         names = [f"column{i + 1}" for i in range(len(columns))]
         source = "AS v"
-    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(fields, names[1:]))
+        distinct = "IS NOT"
+    written = [*compared, *stamp]
+    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(written, names[1:]))
+    differs = (
+        f"({', '.join(f'{table}.{quote(f.column)}' for f in compared)}) {distinct} "
+        f"({', '.join(f'v.{n}' for n in names[1 : 1 + len(compared)])})"
+    )
     for start in range(0, len(instances), UPDATE_CHUNK):
         chunk = instances[start : start + UPDATE_CHUNK]
         params = [
@@ -229,9 +242,21 @@ def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> N
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * len(chunk))}) {source} "
-                f"WHERE {table}.{quote(key.column)} = v.{names[0]}",
+                f"WHERE {table}.{quote(key.column)} = v.{names[0]}"
+                + (f" AND {differs}" if compared else "")
+                + f" RETURNING {table}.{quote(key.column)}",
                 params,
             )
+            changed = {stripe_id for (stripe_id,) in cursor.fetchall()}
+            same = [instance for instance in chunk if instance.id not in changed]
+            if same and stamp:
+                field = stamp[0]
+                cursor.execute(
+                    f"UPDATE {table} SET {quote(field.column)} = %s "
+                    f"WHERE {quote(key.column)} IN ({', '.join(['%s'] * len(same))})",
+                    [field.get_db_prep_save(getattr(same[0], field.attname), connection)]
+                    + [instance.id for instance in same],
+                )
 
 
 def owner_account(model, data: dict, cache: RunCache | None = None):
