@@ -167,7 +167,8 @@ def expected_total(calls: int) -> Decimal:
 # --- one measured run ----------------------------------------------------------------------
 
 
-def measure(args, directory: Path, label: str, run: int) -> dict:
+def fresh_copy(args):
+    """(the setup's metadata, a fresh copy of its emulator state file to run on)."""
     snap = snapshot_path(args)
     meta = json.loads(Path(f"{snap}.json").read_text())
     work = RESULTS / f"emulator-meter-events-{args.customers}-work.sqlite3"
@@ -175,6 +176,11 @@ def measure(args, directory: Path, label: str, run: int) -> dict:
         Path(f"{work}{suffix}").unlink(missing_ok=True)
         if Path(f"{snap}{suffix}").exists():
             shutil.copyfile(f"{snap}{suffix}", f"{work}{suffix}")
+    return meta, work
+
+
+def measure(args, directory: Path, label: str, run: int) -> dict:
+    meta, work = fresh_copy(args)
     process = start(directory, args.port, work)
     base = f"http://127.0.0.1:{args.port}"
     try:
@@ -236,13 +242,7 @@ def profile(args) -> None:
     from stripe_emulator.app import EmulatorApp
     from stripe_emulator.store import Store
 
-    snap = snapshot_path(args)
-    meta = json.loads(Path(f"{snap}.json").read_text())
-    work = RESULTS / f"emulator-meter-events-{args.customers}-work.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{work}{suffix}").unlink(missing_ok=True)
-        if Path(f"{snap}{suffix}").exists():
-            shutil.copyfile(f"{snap}{suffix}", f"{work}{suffix}")
+    meta, work = fresh_copy(args)
     store = Store(str(work))
     store.reset_time()
     app = EmulatorApp(store, billing_tick=None)

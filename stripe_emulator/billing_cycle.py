@@ -17,7 +17,10 @@ far time jumped. Each changes the stored state that made it due, inside one
 store transaction, so it happens exactly once per period whichever way time
 moves: a test clock advancing, the emulator clock being set, or real time
 passing (noticed by the scheduler's tick or lazily whenever a customer's
-subscriptions, invoices or meter events are touched).
+subscriptions, invoices or meter events are touched). Settling a customer
+first asks the store for its earliest boundary (Store.earliest_boundaries, one
+query for a whole meter event batch) and does nothing more when that is still
+ahead of the customer's time, which is almost always the case.
 """
 
 from __future__ import annotations

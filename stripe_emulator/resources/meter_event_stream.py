@@ -17,7 +17,10 @@ timestamp window, same totals and invoices); an event whose identifier was
 already used in the last 24 hours is dropped, and one Stripe would reject
 later is stored with `status: "error"` and its meter error report code (see
 /_emulator/meter_events); validation runs report them as thin events
-(v2_events.py).
+(v2_events.py). A call's events are recorded as one batch by the v1 code
+(`meter_events.record`): the same verdicts as one by one, in order, with the
+reads shared, because a reporting run sends 100,000 events in 1,000 calls and
+the emulator shares the machine with the app it measures.
 """
 
 from __future__ import annotations

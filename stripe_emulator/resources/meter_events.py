@@ -23,6 +23,11 @@ v2_events.py).
 
 Values are kept as the exact strings sent. Negative values are allowed
 (Stripe documents them for corrections); decimals are allowed.
+
+Both endpoints record through `record`, a batch (one event for v1, a v2 stream
+call's up to 100): one function per rule (`_window_error`, `_digits_error`,
+`_async_error`; the identifier dedupe in `record`), applied to each event in
+order as if it had arrived alone, with the reads shared across the batch.
 """
 
 from __future__ import annotations
@@ -141,13 +146,8 @@ def record(ctx, events: Sequence[Incoming], *, synchronous: bool) -> List[Option
         value_key = _value_key(meter)
         value = e.payload.get(value_key)
         number = value is not None and NUMBER.fullmatch(value) is not None
-        if late_error is None and number and significant_digits(value) > MAX_DIGITS:
-            message = (f"The value in the event payload can have at most {MAX_DIGITS} digits. "
-                       f"Received {value}.")
-            if synchronous:
-                raise InvalidRequest(message, code="meter_event_value_too_many_digits",
-                                     param=f"payload[{value_key}]")
-            late_error = "meter_event_value_too_many_digits"
+        if late_error is None and number:
+            late_error, message = _digits_error(value, value_key, synchronous)
         if late_error:
             error = late_error
         else:
@@ -195,6 +195,19 @@ def _window_error(timestamp: int, now: int, synchronous: bool):
     if synchronous:
         raise InvalidRequest(message, param="timestamp")
     return code, message
+
+
+def _digits_error(value: str, value_key: str, synchronous: bool):
+    """(error code, message) for a number with more than 15 significant digits, else
+    (None, None); synchronous (v1): a 400."""
+    if significant_digits(value) <= MAX_DIGITS:
+        return None, None
+    message = (f"The value in the event payload can have at most {MAX_DIGITS} digits. "
+               f"Received {value}.")
+    if synchronous:
+        raise InvalidRequest(message, code="meter_event_value_too_many_digits",
+                             param=f"payload[{value_key}]")
+    return "meter_event_value_too_many_digits", message
 
 
 def _async_error(e: Incoming, meter, meter_error, customer_key, customer, is_known,
