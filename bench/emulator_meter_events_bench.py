@@ -8,10 +8,11 @@ emulator's own CPU time, not the wall time (the machine is shared).
     .venv/bin/python bench/emulator_meter_events_bench.py --baseline-ref f44fe30 # before/after
     .venv/bin/python bench/emulator_meter_events_bench.py --profile var/bench/stream.pstats
 
-1. Setup (once, kept): C customers (`--customers`, default 2,000), each subscribed to a
-   metered price of a `sum` meter, made through the emulator's real API and kept as a
-   SQLite state file (var/bench/emulator-meter-events-<C>.sqlite3). A run starts from a
-   fresh copy of it (the emulator with `--db`, as in bench/report_usage_bench.py).
+1. Setup (once, kept): C customers (`--customers`, default 100,000 as in the reporting
+   run), each subscribed to a metered price of a `sum` meter, made by the API's own
+   handlers (`POST /_emulator/bulk_subscriptions`) and kept as a SQLite state file
+   (var/bench/emulator-meter-events-<C>.sqlite3). A run starts from a fresh copy of it
+   (the emulator with `--db`, as in bench/report_usage_bench.py).
 2. The emulator in its own process (`python -m stripe_emulator --quiet --billing-tick 0`,
    run from `--emulator-from DIR`, default this checkout), no latency, no limits, a live
    key (as the reporting run). One meter event session, then `--calls` N stream calls
@@ -22,8 +23,8 @@ emulator's own CPU time, not the wall time (the machine is shared).
    /proc/<pid>/stat) over the stream phase, per 1,000 events, and as events per CPU
    second (what one core could absorb); the wall time and events/s (shared machine:
    indicative only). Then one `GET /_emulator/meter_event_totals` over everything (as
-   bench/report_usage_bench.py's check reads it): CPU and wall. The run fails unless
-   the totals hold exactly the events sent.
+   bench/report_usage_bench.py's check reads it): CPU and wall; the emulator's peak
+   RSS. The run fails unless the totals hold exactly the events sent.
 
 `--baseline-ref REF` also measures the emulator of git commit REF (a `git worktree` under
 var/bench/, made once), runs alternating: `--runs` each. `--profile FILE` instead runs
@@ -61,7 +62,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--customers", type=int, default=100000)
     p.add_argument("--calls", type=int, default=1000, help="stream calls of 100 events")
     p.add_argument("--threads", type=int, default=4, help="client threads")
     p.add_argument("--runs", type=int, default=1)
@@ -109,6 +110,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def peak_rss(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return round(kb / 1024, 1)
+
+
 # --- setup -------------------------------------------------------------------------------
 
 
@@ -134,18 +142,12 @@ def make_snapshot(args) -> None:
                 "recurring[interval]": "month", "recurring[usage_type]": "metered",
                 "recurring[meter]": meter["id"]}).raise_for_status().json()
 
-        local = threading.local()
-
-        def one(i):
-            if not hasattr(local, "http"):
-                local.http = httpx.Client(base_url=base, auth=(KEY, ""), timeout=60)
-            cus = local.http.post("/v1/customers", data={"email": f"c{i}@example.com"}).raise_for_status().json()
-            local.http.post("/v1/subscriptions", data={
-                "customer": cus["id"], "items[0][price]": price["id"]}).raise_for_status()
-            return cus["id"]
-
-        with ThreadPoolExecutor(8) as pool:
-            customers = list(pool.map(one, range(args.customers)))
+            # The API's own handlers, many pairs per transaction (bulk.py): the same
+            # objects as POST /v1/customers + /v1/subscriptions, in seconds.
+            made = http.post("/_emulator/bulk_subscriptions", data={
+                "count": str(args.customers), "price": price["id"], "batch": "500"},
+                timeout=3600).raise_for_status().json()
+            customers = made["customers"]
     finally:
         stop(process)
     Path(f"{path}.json").write_text(json.dumps({"meter": meter["id"], "customers": customers}))
@@ -214,6 +216,7 @@ def measure(args, directory: Path, label: str, run: int) -> dict:
         r = httpx.get(f"{base}/_emulator/meter_event_totals", timeout=600).raise_for_status()
         totals_wall, totals_cpu = time.monotonic() - wall0, cpu_seconds(process.pid) - cpu0
         totals = r.json()
+        peak_rss_mb = peak_rss(process.pid)
     finally:
         stop(process)
     n = args.calls * BATCH
@@ -226,7 +229,7 @@ def measure(args, directory: Path, label: str, run: int) -> dict:
             "events_per_cpu_s": round(n / cpu) if cpu else None,
             "stream_wall_s": round(wall, 3), "events_per_wall_s": round(n / wall),
             "totals_cpu_s": round(totals_cpu, 3), "totals_wall_s": round(totals_wall, 3),
-            "totals_bytes": len(r.content), "exact": exact}
+            "totals_bytes": len(r.content), "peak_rss_mb": peak_rss_mb, "exact": exact}
 
 
 # --- in-process profile ------------------------------------------------------------------------
