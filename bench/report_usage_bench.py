@@ -115,6 +115,11 @@ def psql_on(database: str, sql: str, *, check=True) -> None:
 
 
 def start_emulator(args, state: Path, *, limits: bool) -> subprocess.Popen:
+    try:  # another benchmark's emulator on this port would take this one's calls (and clock)
+        httpx.get(f"http://127.0.0.1:{args.port}/_emulator/health", timeout=1)
+        raise SystemExit(f"port {args.port} is taken by another emulator: choose one with --port")
+    except httpx.HTTPError:
+        pass
     command = [sys.executable, "-m", "stripe_emulator", "--port", str(args.port), "--quiet", "--billing-tick", "0",
                "--db", str(state)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
