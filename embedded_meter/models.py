@@ -176,7 +176,7 @@ class Event(models.Model):
             # CloudEvents identity: a re-sent event is the same event, never counted twice.
             models.UniqueConstraint(fields=["source", "event_id"], name="embedded_meter_event_source_id"),
         ]
-        # Every index is paid for by every ingested event (about 3 to 8 us of PostgreSQL CPU
+        # Every index is paid for by every ingested event (about 5 to 8 us of PostgreSQL CPU
         # each with 1M rows: bench/README.md, "Embedded meter"), so there are as few as the
         # queries need: the primary key, the (source, id) constraint and these two.
         indexes = [
