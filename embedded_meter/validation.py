@@ -10,7 +10,7 @@ the commonest shape (plain JSON types, an RFC 3339 time with at most microsecond
 meters' values as JSON numbers or strings): each of its checks implies the same check of
 `validate_event` passing, and it returns the same ValidEvent. Anything else, valid or
 not, goes to `validate_event`, so verdicts and messages are the definition's
-(tests/embedded_meter/test_validation_fast_path.py compares the two on mutated events).
+(tests/embedded_meter/test_parse_and_fast_validation.py compares the two on mutated events).
 The fast path exists for ingest's rate target (bench/README.md, "Embedded meter").
 """
 
