@@ -57,6 +57,9 @@ BODIES = [
     b' \n[1]\n ',
     b'[1]x',
     b'[' * 5000 + b']' * 5000,  # deeper than either parser goes
+    b'[' * 1010 + b']' * 1010,  # orjson reads 1,024 levels, json fewer
+    b'[{"data": ' * 300 + b'1' + b'}]' * 300,  # deeper than orjson writes (255)
+    b'[' * 250 + b']' * 250,
     b'{"id": "1234567890123456789", "x": 1}',  # 19 digits in a string: json reads it, the same
 ]
 
