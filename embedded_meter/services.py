@@ -29,6 +29,7 @@ which orjson writes as null): that is `json`'s, as the ORM path writes it.
 
 import contextlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,14 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as json reads it, refused when a double cannot hold it (1e400 is no infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of a double's range")
+    return value
+
+
 def _loads(body: bytes):
     """The JSON value of `body`, as json.loads reads it, or IngestError."""
     if isinstance(body, (bytes, bytearray)) and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZEROS):
@@ -96,8 +105,9 @@ def _loads(body: bytes):
         except (orjson.JSONDecodeError, orjson.JSONEncodeError):
             pass  # json decides, and names the problem as it always did
     try:
-        # NaN/Infinity are not JSON and would not survive storage.
-        return json.loads(body, parse_constant=_reject_constant)
+        # NaN/Infinity are not JSON, and neither they nor a number beyond a double (which
+        # json reads as an infinity) would survive storage.
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise IngestError("body", f"is not valid JSON ({exc})") from None
 

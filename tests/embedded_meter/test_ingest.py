@@ -207,6 +207,7 @@ def test_unknown_content_type(api, content_type):
     [
         ("{not json", "application/cloudevents+json"),
         ('{"billed_seconds": NaN}', "application/json"),
+        ('{"specversion": "1.0", "id": "x", "source": "s", "type": "t", "data": {"n": 1e400}}', "application/cloudevents+json"),
         ([{"id": "x"}], "application/cloudevents+json"),  # an array sent as a single event
         ({"id": "x"}, "application/cloudevents-batch+json"),
         ("42", "application/json"),

@@ -24,7 +24,7 @@ BATCH = "application/cloudevents-batch+json"
 def json_verdict(body: bytes):
     """What parse_body answered before orjson: json.loads's value, or its message."""
     try:
-        return ("ok", json.loads(body, parse_constant=services._reject_constant))
+        return ("ok", json.loads(body, parse_constant=services._reject_constant, parse_float=services._finite_float))
     except (ValueError, RecursionError) as exc:
         return ("error", f"body: is not valid JSON ({exc})")  # IngestError.detail
 
@@ -41,7 +41,8 @@ BODIES = [
     b'[{"a": 1}]',
     b'{"a": 123456789012345678901234567890}',  # beyond 64 bits: orjson would read a float
     b'{"a": -9223372036854775809, "b": 18446744073709551615, "c": 9223372036854775807}',
-    b'{"a": 1e400}',  # orjson refuses an infinity, json reads one
+    b'{"a": 1e400}',  # orjson refuses an infinity, json would read one: refused
+    b'[-1e400]',
     b'{"a": NaN}',
     b'{"a": Infinity}',
     b'"\\ud800"',  # a lone surrogate escape: json reads it, orjson refuses
