@@ -416,19 +416,24 @@ class Store:
             rows = self._query(
                 f"""
                 SELECT customer, MIN(at) FROM (
-                    SELECT json_extract(sub.data, '$.customer') AS customer,
+                    SELECT sub.customer AS customer,
                            MIN(json_extract(item.data, '$.current_period_end'),
-                               COALESCE(json_extract(sub.data, '$.cancel_at'),
+                               COALESCE(sub.cancel_at,
                                         json_extract(item.data, '$.current_period_end'))) AS at
+                      -- Each subscription's fields read once (its document parsed once);
                       -- CROSS JOIN keeps this order (the customers' subscriptions, then
                       -- their items, both by index: `+` drops sub.id's TEXT affinity,
                       -- which would keep the expression index out), never all items first.
-                      FROM objects AS sub CROSS JOIN objects AS item
+                      FROM (SELECT id, json_extract(data, '$.customer') AS customer,
+                                   json_extract(data, '$.cancel_at') AS cancel_at,
+                                   json_extract(data, '$.status') AS status
+                              FROM objects
+                             WHERE type = 'subscription'
+                               AND json_extract(data, '$.customer') IN ({marks})) AS sub
+                      CROSS JOIN objects AS item
                         ON item.type = 'subscription_item'
                        AND json_extract(item.data, '$.subscription') = +sub.id
-                     WHERE sub.type = 'subscription'
-                       AND json_extract(sub.data, '$.customer') IN ({marks})
-                       AND json_extract(sub.data, '$.status') NOT IN ('canceled', 'incomplete_expired')
+                     WHERE sub.status NOT IN ('canceled', 'incomplete_expired')
                     UNION ALL
                     SELECT json_extract(data, '$.customer'),
                            json_extract(data, '$.automatically_finalizes_at')
