@@ -200,8 +200,8 @@ def _window_error(timestamp: int, now: int, synchronous: bool):
 def _digits_error(value: str, value_key: str, synchronous: bool):
     """(error code, message) for a number with more than 15 significant digits, else
     (None, None); synchronous (v1): a 400."""
-    if significant_digits(value) <= MAX_DIGITS:
-        return None, None
+    if len(value) <= MAX_DIGITS or significant_digits(value) <= MAX_DIGITS:
+        return None, None  # (at most 15 characters: at most 15 digits)
     message = (f"The value in the event payload can have at most {MAX_DIGITS} digits. "
                f"Received {value}.")
     if synchronous:
