@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import BigIntegerField, CharField, Exists, F, Max, OuterRef, Q, Value
+from django.db.models import BigIntegerField, CharField, Exists, F, Max, OuterRef, Q, TextField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, NullIf
 from djstripe.models import Customer, Price, Subscription, SubscriptionItem
 
 from ..conf import conf
@@ -155,7 +155,10 @@ def _json_path(kind: type, relation: str, *keys: str):
     expression = f"{relation}__stripe_data" if relation else "stripe_data"
     for key in keys[:-1]:
         expression = KeyTransform(key, expression)
-    text = KeyTextTransform(keys[-1], expression)
+    # On SQLite Django reads a JSON null as the text 'null' (a customer with no test clock
+    # had the clock 'null', which each run then asked Stripe for); no field read here can
+    # be the string "null", so it is NULL on every database.
+    text = NullIf(KeyTextTransform(keys[-1], expression), Value("null"), output_field=TextField())
     return Cast(text, BigIntegerField()) if kind is int else text
 
 
@@ -428,14 +431,18 @@ def _ledger_periods(*, customer_ids, since) -> list[ReportTarget]:
     return [ledger_target(r, subjects.get(r.customer_id, (None, None)), clocks.get(r.customer_id)) for r in reports]
 
 
-def with_invoice_state(targets: list[ReportTarget]) -> list[ReportTarget]:
-    """Ended periods whose invoice Stripe has finalized are marked so (one query)."""
-    ended = [t for t in targets if not t.live]
+def with_invoice_state(targets: list[ReportTarget], *, ended: list[ReportTarget] | None = None) -> list[ReportTarget]:
+    """
+    Periods whose invoice Stripe has finalized are marked so (one query, for the
+    customers of `ended`: by default the periods no longer live). A finalized line for
+    an item's period is proof the period ended, whatever the mirror says of the item.
+    """
+    ended = [t for t in targets if not t.live] if ended is None else ended
     if not ended:
         return targets
     final = invoices.finalized_ends({t.customer_id for t in ended})
     return [
-        replace(t, invoice_final=True) if not t.live and (t.subscription_item_id, t.period.billing_end) in final else t
+        replace(t, invoice_final=True) if (t.subscription_item_id, t.period.billing_end) in final else t
         for t in targets
     ]
 

@@ -381,16 +381,22 @@ def _roll_ended_periods(client, owed, clock) -> list[ReportTarget]:
 def _with_finalized_invoices(client, owed, clock) -> list[ReportTarget]:
     """
     Ended periods whose invoice may have finalized without this app hearing of it (no
-    webhook): Stripe's invoice list says, one call per such customer.
+    webhook): Stripe's invoice list says, one call per such customer. That includes a
+    live item's period that has ended as of the run while the mirror still shows it
+    (its subscription just refreshed by _roll_ended_periods): sent into blindly, its
+    usage landed on an invoice Stripe had finalized, which billed none of it, and the
+    app never learnt it once the period was past Stripe's longest grace.
     """
     unknown = [
-        t for t in owed if not t.live and not t.invoice_final and targets_step.watching_late_usage(t, clock.now(t))
+        t for t in owed
+        if not t.invoice_final and (not t.live or t.period.billing_end <= clock.as_of(t))
+        and targets_step.watching_late_usage(t, clock.now(t))
     ]
     if not unknown:
         return owed
     since = min(t.period.billing_end for t in unknown) - timedelta(hours=1)
     invoices.refresh_finalized(client, {t.customer_id for t in unknown}, since=since)
-    return targets_step.with_invoice_state(owed)
+    return targets_step.with_invoice_state(owed, ended=unknown)
 
 
 def _missed_periods(client, subscription, ended: ReportTarget) -> list[tuple]:
