@@ -1,7 +1,8 @@
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from django.db import connection
 
 from tests.billing_fixtures import subscribe
@@ -42,9 +43,17 @@ def billing(stripe_emulated):
 
 @pytest.fixture
 def ended_billing(stripe_emulated):
-    """A subscription whose first monthly period ended a day or two ago."""
-    billing = subscribe(stripe_emulated, days_ago=33)
-    assert billing.period.billing_end < datetime.now(UTC)
+    """
+    A subscription whose first monthly period ended about two days ago (more than a day:
+    tests report a day past its end), subscribed a month before that: a fixed number of
+    days ago (33) ended it two days ago in some months and five in others, and a test
+    once passed or failed by the date. (Where last month was shorter than the day of
+    the month, Stripe's period ends on its anchor day, up to three days earlier.)
+    """
+    today = datetime.now(UTC)
+    days_ago = (today - (today - timedelta(days=2) - relativedelta(months=1))).days
+    billing = subscribe(stripe_emulated, days_ago=days_ago)
+    assert billing.period.billing_end < datetime.now(UTC) - timedelta(hours=23)
     return billing
 
 
