@@ -48,7 +48,8 @@ def ended_billing(stripe_emulated):
     tests report a day past its end), subscribed a month before that: a fixed number of
     days ago (33) ended it two days ago in some months and five in others, and a test
     once passed or failed by the date. (Where last month was shorter than the day of
-    the month, Stripe's period ends on its anchor day, up to three days earlier.)
+    the month, Stripe's period ends on its anchor day, up to three days earlier: the
+    tests that use it were checked to pass with the period ended two to five days ago.)
     """
     today = datetime.now(UTC)
     days_ago = (today - (today - timedelta(days=2) - relativedelta(months=1))).days

@@ -182,7 +182,27 @@ def test_on_postgresql_the_sending_thread_settles_its_batch_before_the_next_is_s
     assert stripe_totals(emulator, customers) == whole_units_used(customers)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer: the run settles its batches itself")
+@pytest.mark.django_db(transaction=True)
+def test_with_autocommit_off_the_run_settles_its_batches_itself(fleet, settings):
+    """Rows a caller has not committed are invisible to another connection: no thread settles them."""
+    from django.db import transaction
+
+    emulator, source, customers = fleet
+    settings.EPSILON = {**settings.EPSILON, "REPORT_BATCH_SIZE": 3}
+    transaction.set_autocommit(False)
+    try:
+        result = run(source)
+        assert result.count(UsageReport.Status.SENT) == CUSTOMERS
+        assert UsageReport.objects.filter(status=UsageReport.Status.SENT).count() == CUSTOMERS
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert stripe_totals(emulator, customers) == whole_units_used(customers)
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner statistics")
+@pytest.mark.django_db(transaction=True)  # committed rows: a run inside a transaction leaves statistics alone
 def test_a_run_analyzes_a_ledger_whose_statistics_lag_behind_what_it_wrote(fleet, settings, monkeypatch):
     """A ledger PostgreSQL thinks empty is analyzed as a run fills it; one it knows is left alone."""
     from billing.services import ledger

@@ -120,3 +120,14 @@ def test_switching_to_record_only_never_takes_back_what_was_carried(meter, setti
     assert (row.unbilled, later.unbilled) == (0, 30)  # moved to the latest row, not taken back
     assert "the rest recorded only" in later.error and row.error == ""
     assert carry_into_next_period(meter) == 30
+
+
+def test_a_line_billed_in_advance_does_not_mark_its_period_final():
+    """A line finalized before its period ended (a licensed price, billed in advance) says nothing of usage."""
+    start = PERIOD_START
+    end = start + timedelta(days=30)
+    common = {"customer_id": "cus_1", "subscription_item_id": "si_1", "period_start": start, "period_end": end, "quantity": 1}
+    FinalizedInvoiceLine.objects.create(invoice_id="in_advance", finalized_at=start + timedelta(hours=1), **common)
+    assert invoices.finalized_ends({"cus_1"}) == set()
+    FinalizedInvoiceLine.objects.create(invoice_id="in_arrears", finalized_at=end + timedelta(hours=1), **common)
+    assert invoices.finalized_ends({"cus_1"}) == {("si_1", end)}

@@ -123,9 +123,14 @@ def refresh_finalized(client, customer_ids, *, since: datetime) -> None:
 
 
 def finalized_ends(customer_ids) -> set[tuple[str, datetime]]:
-    """(subscription item, period end) of every finalized item period of these customers."""
+    """
+    (subscription item, period end) of every finalized item period of these customers
+    billed in arrears (as invoiced_units_by_period: a line finalized before its period
+    ended bills it in advance and says nothing of its usage).
+    """
     return set(
-        FinalizedInvoiceLine.objects.filter(customer_id__any_of=customer_ids).values_list("subscription_item_id", "period_end")
+        FinalizedInvoiceLine.objects.filter(customer_id__any_of=customer_ids, period_end__lte=F("finalized_at"))
+        .values_list("subscription_item_id", "period_end")
     )
 
 

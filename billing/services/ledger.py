@@ -28,7 +28,7 @@ from datetime import timedelta
 from decimal import Decimal
 from hashlib import sha256
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -303,19 +303,47 @@ def keep_statistics(*, rows_written: int) -> bool:
     for a match and reads the whole table for each batch, so a run grows quadratically.
     ANALYZE samples the table and blocks neither reads nor writes; a run analyzes again
     only each time it doubles what the estimate holds, so a large ledger is never
-    analyzed by runs. Elsewhere nothing is done.
+    analyzed by runs. Only a run with its rows committed does it (inside a caller's
+    transaction the lock would last as long as that), in a transaction of its own that
+    waits at most a second for the lock, and only as the table's owner (anyone else's
+    ANALYZE is skipped with a mere warning): a failure is logged, never the run's.
+    Elsewhere nothing is done.
     """
     if connection.vendor != "postgresql" or rows_written < ANALYZE_AFTER:
         return False
+    if connection.in_atomic_block or not connection.get_autocommit():
+        return False
     table = connection.ops.quote_name(UsageReport._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
-        (estimate,) = cursor.fetchone()
-        if estimate >= rows_written / 2:
-            return False
-        cursor.execute(f"ANALYZE {table}")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples, pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
+                [table],
+            )
+            estimate, owner = cursor.fetchone()
+            if estimate >= rows_written / 2:
+                return False
+            if not owner:
+                _warn_once("the ledger's statistics lag behind this run, and this database role does not own "
+                           "billing_usagereport, so it cannot ANALYZE it: large first runs read more of the "
+                           "ledger than they need until autovacuum analyzes it")
+                return False
+            cursor.execute("SET LOCAL lock_timeout = '1s'")
+            cursor.execute(f"ANALYZE {table}")
+    except DatabaseError as exc:
+        logger.warning("could not analyze the ledger (the run goes on): %s", exc)
+        return False
     logger.info("analyzed the ledger: PostgreSQL estimated %d rows, this run has written %d", estimate, rows_written)
     return True
+
+
+_warned = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 def _rows_of_periods(keys):

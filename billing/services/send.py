@@ -55,6 +55,9 @@ class Sending:
         """In the sending thread: Stripe's answers, settled here on a connection of its own if it settles."""
         results = sender.send_all(calls)
         if self._settled_there:
+            # The lease is let go first, as when the caller settles: its renewal and the
+            # settling UPDATEs would otherwise lock the same rows in different orders.
+            self._keeper.__exit__(None, None, None)
             try:
                 settle.settle_sent(results, self.reports)
             finally:
@@ -74,8 +77,11 @@ class Sending:
 
 
 def settles_from_thread() -> bool:
-    """Whether a batch's sending thread settles it: PostgreSQL, rows committed (see above)."""
-    return connection.vendor == "postgresql" and not connection.in_atomic_block
+    """
+    Whether a batch's sending thread settles it: PostgreSQL, and the rows committed (no
+    transaction around the run, autocommit on), so that another connection sees them.
+    """
+    return connection.vendor == "postgresql" and connection.get_autocommit() and not connection.in_atomic_block
 
 
 def start(reports: list[UsageReport], client) -> Sending:

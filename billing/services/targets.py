@@ -151,14 +151,17 @@ _ITEM_FIELDS = {
 }
 
 
-def _json_path(kind: type, relation: str, *keys: str):
+def _json_path(kind: type, relation: str, *keys: str, null_as_text: bool = False):
     expression = f"{relation}__stripe_data" if relation else "stripe_data"
     for key in keys[:-1]:
         expression = KeyTransform(key, expression)
-    # On SQLite Django reads a JSON null as the text 'null' (a customer with no test clock
-    # had the clock 'null', which each run then asked Stripe for); no field read here can
-    # be the string "null", so it is NULL on every database.
-    text = NullIf(KeyTextTransform(keys[-1], expression), Value("null"), output_field=TextField())
+    text = KeyTextTransform(keys[-1], expression)
+    if not null_as_text:
+        # On SQLite Django reads a JSON null as the text 'null' (a customer with no test
+        # clock had the clock 'null', which each run then asked Stripe for). Stripe's ids,
+        # statuses and times are never the string "null"; a metadata value may be, and
+        # Stripe never holds a JSON null there (null_as_text).
+        text = NullIf(text, Value("null"), output_field=TextField())
     return Cast(text, BigIntegerField()) if kind is int else text
 
 
@@ -197,7 +200,10 @@ def metered_items(*, customer_ids=None, item_ids=None) -> list[ItemRow]:
     # Aliased ("j_..."): some names are also the model's own fields.
     fields = {f"j_{name}": _json_path(*path) for name, path in _ITEM_FIELDS.items()}
     key = conf.SUBJECT_METADATA_KEY
-    fields["j_subject_metadata"] = _json_path(str, "subscription__customer", "metadata", key) if key else Value(None, output_field=CharField())
+    fields["j_subject_metadata"] = (
+        _json_path(str, "subscription__customer", "metadata", key, null_as_text=True) if key
+        else Value(None, output_field=CharField())
+    )
     rows = items.values("id", "subscription_id", j_price_id=F("price__id"), j_customer_id=F("subscription__customer__id"), **fields)
     meters = _known_meter_ids()
     found = (ItemRow(**{name.removeprefix("j_"): value for name, value in row.items()}) for row in rows)
