@@ -227,8 +227,7 @@ def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> N
         names = [f"column{i + 1}" for i in range(len(columns))]
         source = "AS v"
         distinct = "IS NOT"
-    written = [*compared, *stamp]
-    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(written, names[1:]))
+    assignments = ", ".join(f"{quote(f.column)} = v.{n}" for f, n in zip(columns[1:], names[1:]))
     differs = (
         f"({', '.join(f'{table}.{quote(f.column)}' for f in compared)}) {distinct} "
         f"({', '.join(f'v.{n}' for n in names[1 : 1 + len(compared)])})"
@@ -248,15 +247,11 @@ def update_rows(model, instances: Sequence, fields: Sequence[models.Field]) -> N
                 params,
             )
             changed = {stripe_id for (stripe_id,) in cursor.fetchall()}
-            same = [instance for instance in chunk if instance.id not in changed]
-            if same and stamp:
-                field = stamp[0]
-                cursor.execute(
-                    f"UPDATE {table} SET {quote(field.column)} = %s "
-                    f"WHERE {quote(key.column)} IN ({', '.join(['%s'] * len(same))})",
-                    [field.get_db_prep_save(getattr(same[0], field.attname), connection)]
-                    + [instance.id for instance in same],
-                )
+        same = [instance for instance in chunk if instance.id not in changed]
+        if same and stamp:  # the chunk's rows share one stamp (upsert's now)
+            model._base_manager.filter(id__any_of=[instance.id for instance in same]).update(
+                **{STAMP: getattr(same[0], STAMP)}
+            )
 
 
 def owner_account(model, data: dict, cache: RunCache | None = None):

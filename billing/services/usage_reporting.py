@@ -189,8 +189,8 @@ def report_usage(
             # flight per customer and meter (batches share no customer).
             claimed = _claim_customers(customers[start:start + size], as_of=as_of, trigger=trigger, source=source,
                                        client=client, dry_run=dry_run)
-            written += sum(o.report is not None for o in claimed)
             if not dry_run:
+                written += sum(o.report is not None for o in claimed)
                 ledger.keep_statistics(rows_written=written)
             if sending is not None:
                 finishing, sending = sending, None
