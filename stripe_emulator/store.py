@@ -353,13 +353,6 @@ class Store:
         found = found[:limit]
         return (found, has_more) if newest_first else (list(reversed(found)), has_more)
 
-    def customers_on_test_clocks(self) -> List[str]:
-        """Customers that live on a test clock (few: they move with their clock)."""
-        rows = self._query(
-            "SELECT id FROM objects WHERE type = 'customer' AND json_extract(data, '$.test_clock') IS NOT NULL"
-        )
-        return [r["id"] for r in rows]
-
     # Fields Store.by_field may look up; each has an expression index in SCHEMA.
     INDEXED_FIELDS = ("subscription", "customer")
 
